@@ -1,0 +1,51 @@
+# The single entry points (README): `make run` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+CARGO ?= cargo
+NEXTEST_PROFILE ?= ci
+
+.PHONY: run build test lint deny unit conformance bench deps-run deps-test clean
+
+## Build and start passerelle on this machine with the embedded demo configuration:
+## data under ./var, status endpoint on http://127.0.0.1:8079/healthz.
+run: deps-run
+	$(CARGO) build --release -p passerelle
+	./target/release/passerelle run --demo
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## Formatting, clippy -D warnings, cargo deny, then the whole suite with its real peers,
+## then the conformance report (target/conformance.md) from the same run.
+test: deps-test lint deny unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The advisory database cannot be fetched from here: licenses, bans and sources only.
+deny:
+	$(CARGO) deny --locked check licenses bans sources
+
+unit:
+	$(CARGO) nextest run --workspace --locked --profile $(NEXTEST_PROFILE)
+	$(CARGO) run -q -p xtask -- conformance target/nextest/$(NEXTEST_PROFILE)/junit.xml target/conformance.md
+
+## The conformance report alone: runs the suite (failures included) and lists every
+## requirement ID the tests name, with pass/fail.
+conformance: deps-test
+	-$(CARGO) nextest run --workspace --locked --profile $(NEXTEST_PROFILE) --no-fail-fast
+	$(CARGO) run -q -p xtask -- conformance target/nextest/$(NEXTEST_PROFILE)/junit.xml target/conformance.md
+
+## Benchmarks, each beside its anchor: one `BENCH <id> …` line per figure.
+bench: deps-test
+	$(CARGO) run --release --locked -p passerelle-bench -- all
+
+deps-run:
+	@scripts/install-deps.sh run
+
+deps-test:
+	@scripts/install-deps.sh test
+
+clean:
+	$(CARGO) clean
+	rm -rf var
