@@ -554,9 +554,9 @@ impl TestPki {
         Ok(self.certs.entry(name).or_insert(leaf))
     }
 
-    /// Signs a fresh CRL of CA `issuer` (thisUpdate `day`, nextUpdate
-    /// `day + 7 days` for a full CRL, `day + 1 day` for a delta; a full CRL
-    /// points at the delta when FreshestCRL is on).
+    /// Signs a fresh CRL of CA `issuer` with the dates of the crate
+    /// documentation (full: `day − 1 day` … `day + 7 days`, pointing at the
+    /// delta when FreshestCRL is on; delta: `day` … `day + 1 day`).
     pub fn crl(
         &self,
         issuer: &str,
