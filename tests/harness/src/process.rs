@@ -322,3 +322,26 @@ pub(crate) fn chown_to(peer: &'static str, path: &Path, user: &str) -> Result<()
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .map_err(|e| HarnessError::io(peer, format!("chown {} to {user}", path.display()), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_names_the_package() {
+        let err = require_binary("demo", "passerelle-no-such-binary", "demo-package")
+            .expect_err("must not exist");
+        let msg = err.to_string();
+        assert!(msg.contains("apt-get install -y demo-package"), "{msg}");
+        assert!(msg.contains("passerelle-no-such-binary"), "{msg}");
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log");
+        fs::write(&log, "a\nb\nc\n").expect("write");
+        assert_eq!(log_tail(&log, 2), "b\nc");
+        assert!(log_tail(&dir.path().join("none"), 2).starts_with("(no log"));
+    }
+}
