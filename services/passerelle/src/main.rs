@@ -1,1 +1,111 @@
-fn main() {}
+//! `passerelle`: one binary, one verb per job. `passerelle run` is the daemon; the other verbs
+//! are what an operator or the web admin runs by hand. Later issues add `keystore`, `trust`,
+//! `liste-blanche`, `sesam`, `annuaire` and `vendor` here.
+
+mod daemon;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use passerelle_config::{Config, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "passerelle",
+    version,
+    about = "MSSanté / SESAM-Vitale edge appliance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the daemon.
+    Run(ConfigSource),
+    /// Configuration file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and validate a configuration; exit 0 when it is valid, else print why.
+    Check(ConfigSource),
+    /// Print the embedded demonstration configuration.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct ConfigSource {
+    /// Configuration file (the appliance uses /etc/passerelle/passerelle.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Use the embedded demonstration configuration: data under ./var, loopback only.
+    #[arg(long)]
+    demo: bool,
+}
+
+impl ConfigSource {
+    fn load(&self) -> Result<Config, passerelle_config::ConfigError> {
+        match &self.config {
+            Some(path) => Config::load(path),
+            None => Config::demo(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(ConfigCommand::Demo) => {
+            print!("{}", passerelle_config::DEMO_TOML);
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check(source)) => match source.load() {
+            Ok(_) => {
+                println!("configuration valid");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("passerelle: {err}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run(source) => {
+            let config = match source.load() {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("passerelle: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(&config);
+            match daemon::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!(error = format!("{err:#}"), "passerelle stopped on an error");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    // RUST_LOG, when set, overrides the configured level (debugging on a box by hand).
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.logging.level.as_str()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.logging.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

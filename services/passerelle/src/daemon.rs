@@ -1,0 +1,70 @@
+//! `passerelle run`: opens the durable state, starts the listeners of the configured
+//! profile, and stops cleanly on SIGTERM/SIGINT. It only wires services together; what each
+//! one does lives in its own crate (see ARCHITECTURE.md).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use passerelle_config::Config;
+use passerelle_queue::{Queue, SqliteStore};
+use tokio::net::TcpListener;
+
+use crate::status;
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("passerelle")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let queue_dir = config.queue_dir();
+    std::fs::create_dir_all(&queue_dir)
+        .with_context(|| format!("creating the queue directory {}", queue_dir.display()))?;
+    let queue = Queue::open_sqlite(&queue_dir, config.queue.clone())
+        .await
+        .with_context(|| format!("opening the queue in {}", queue_dir.display()))?;
+    let queue: Arc<Queue<SqliteStore>> = Arc::new(queue);
+
+    let listener = TcpListener::bind(config.status.listen)
+        .await
+        .with_context(|| format!("binding the status listener on {}", config.status.listen))?;
+    tracing::info!(
+        profile = ?config.general.profile,
+        data_dir = %config.general.data_dir.display(),
+        status = %config.status.listen,
+        version = env!("CARGO_PKG_VERSION"),
+        "passerelle started"
+    );
+
+    let app = status::router(status::State {
+        queue: Arc::clone(&queue),
+        profile: config.general.profile,
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the status endpoint")?;
+
+    tracing::info!("passerelle stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
