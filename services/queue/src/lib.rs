@@ -59,6 +59,9 @@
 //!   lease apply: acks, retries and failures are conditional on `(state = leased,
 //!   lease_gen)`, so a consumer whose lease expired and was taken over gets
 //!   [`QueueError::LeaseLost`] instead of silently overriding the new holder.
+//! * Times are wall-clock milliseconds: a clock stepped forward expires leases early (more
+//!   at-least-once redeliveries, still refused stale acks), one stepped back delays them.
+//!   Neither loses an item.
 //!
 //! ## Deletion follows acknowledgement
 //!
