@@ -1,0 +1,7 @@
+//! Integration tests of passerelle-trust against the shared test PKI (`passerelle-testpki`).
+//! Test names carry the requirement they check.
+
+mod common;
+mod crl_cache;
+mod tls;
+mod validation;
