@@ -19,7 +19,12 @@ use anyhow::{Context, bail};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["requirements", spec_dir, out] => requirements(Path::new(spec_dir), Path::new(out)),
         ["conformance", junit, out] => conformance(Path::new(junit), Path::new(out)),
         _ => bail!(
@@ -99,7 +104,10 @@ fn ids_in_line(line: &str) -> Vec<(String, (String, bool))> {
     let trimmed = line.trim();
     let clean = |s: &str| {
         let s: String = s.replace("**", "").replace('\t', " ");
-        let s = s.trim().trim_start_matches(['-', '*', ' ', ':', '—']).trim();
+        let s = s
+            .trim()
+            .trim_start_matches(['-', '*', ' ', ':', '—'])
+            .trim();
         s.chars().take(160).collect::<String>()
     };
     // Synthesis-table rows: | EX_3.2_5020 | 6.7.2 | paraphrase | O |
@@ -308,8 +316,14 @@ mod tests {
 
     #[test]
     fn test_names_match_on_word_boundaries_only() {
-        assert!(names_requirement("x::ex_lps_1200_applicative_bal", "ex_lps_1200"));
-        assert!(names_requirement("x::tls::ex_ope_5020_ex_ope_5040_rogue", "ex_ope_5040"));
+        assert!(names_requirement(
+            "x::ex_lps_1200_applicative_bal",
+            "ex_lps_1200"
+        ));
+        assert!(names_requirement(
+            "x::tls::ex_ope_5020_ex_ope_5040_rogue",
+            "ex_ope_5040"
+        ));
         assert!(names_requirement("ce2_no_crl_blocks_sending", "ce2"));
         assert!(!names_requirement("x::price2_is_not_ce2x", "ce2"));
         assert!(!names_requirement("x::ex_lps_12000", "ex_lps_1200"));

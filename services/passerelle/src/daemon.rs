@@ -40,6 +40,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "passerelle started"
     );
 
+    let housekeeping = tokio::spawn(prune_done_items(Arc::clone(&queue)));
+
     let app = status::router(status::State {
         queue: Arc::clone(&queue),
         profile: config.general.profile,
@@ -49,8 +51,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving the status endpoint")?;
 
+    housekeeping.abort();
     tracing::info!("passerelle stopped");
     Ok(())
+}
+
+/// Done rows keep their idempotency keys for `queue.done_retention`, then go: once an hour
+/// is plenty for a retention counted in days.
+async fn prune_done_items(queue: Arc<Queue<SqliteStore>>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match queue.prune_done().await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned done queue items past their retention"),
+            Err(err) => tracing::warn!(error = %err, "pruning done queue items failed; will retry"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
