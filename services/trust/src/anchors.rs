@@ -70,7 +70,27 @@ pub fn certificate_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
             "{} bytes of trailing data after the certificate",
             rest.len()
         )),
-        Err(e) => Err(format!("not an X.509 certificate: {e}")),
+        Err(e) => Err(describe_x509_error(&e)),
+    }
+}
+
+/// x509-parser's errors name parser internals; say what the operator can act on.
+pub(crate) fn describe_x509_error(
+    err: &x509_parser::nom::Err<x509_parser::error::X509Error>,
+) -> String {
+    use x509_parser::der_parser::error::BerError;
+    use x509_parser::error::X509Error;
+    use x509_parser::nom::{Err, error::ErrorKind};
+    match err {
+        Err::Incomplete(_)
+        | Err::Error(
+            X509Error::NomError(ErrorKind::Eof) | X509Error::Der(BerError::Incomplete(_)),
+        )
+        | Err::Failure(
+            X509Error::NomError(ErrorKind::Eof) | X509Error::Der(BerError::Incomplete(_)),
+        ) => "not an X.509 certificate: truncated (the data ends before the DER structure does)"
+            .to_owned(),
+        other => format!("not an X.509 certificate: {other}"),
     }
 }
 

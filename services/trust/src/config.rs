@@ -143,3 +143,54 @@ pub enum RevocationScope {
     /// The peer's certificate and every intermediate (needs the roots' CRLs too).
     Chain,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trust_table(text: &str) -> Result<TrustConfig, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let trust = table.remove("trust").ok_or("no [trust]")?;
+        trust.try_into().map_err(|e: toml::de::Error| e.to_string())
+    }
+
+    #[test]
+    fn example_configuration_parses_with_hard_fail_defaults() {
+        let config = trust_table(include_str!("../trust.example.toml")).expect("example");
+        let names: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "cps",
+                "mssante-client-auth",
+                "mssante-server",
+                "mssante-server-test",
+                "oct",
+                "sesam-vitale",
+                "sesam-vitale-test"
+            ]
+        );
+        for profile in config.profiles.values() {
+            assert_eq!(profile.unknown_status, UnknownStatusPolicy::HardFail);
+            assert_eq!(profile.revocation, RevocationMethod::Crl);
+        }
+        assert_eq!(config.crl_refresh_every, Duration::from_hours(4));
+        assert_eq!(config.crl_sources[1].timeout, Duration::from_mins(2));
+        assert!(!config.tls.tls13);
+    }
+
+    #[test]
+    fn ex_ope_5050_ocsp_is_refused_with_a_clear_message() {
+        let text = "[trust]\nanchors_dir = 'a'\npins_file = 'p'\ncrl_cache_dir = 'c'\n\
+                    [trust.profiles.x]\nrole = 'tls-server'\nanchors = ['r']\nallowed_issuers = ['i']\nrevocation = 'ocsp'\n";
+        let err = trust_table(text).expect_err("ocsp");
+        assert!(err.contains("\"ocsp\" is not implemented"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = "[trust]\nanchors_dir = 'a'\npins_file = 'p'\ncrl_cache_dir = 'c'\nprofiles = {}\nverify = false\n";
+        let err = trust_table(text).expect_err("unknown field");
+        assert!(err.contains("unknown field `verify`"), "{err}");
+    }
+}

@@ -391,7 +391,7 @@ impl TrustStore {
 
 fn parse(der: &[u8]) -> Result<(&[u8], X509Certificate<'_>), TrustError> {
     x509_parser::parse_x509_certificate(der).map_err(|e| TrustError::Certificate {
-        why: format!("not an X.509 certificate: {e}"),
+        why: anchors::describe_x509_error(&e),
     })
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use passerelle_testpki::{CrlKind as PkiCrlKind, Revocation, names as n};
 use passerelle_trust::{CrlKind, Refusal, TrustError, TrustStore};
@@ -133,17 +135,27 @@ fn ex_ope_5050_crl_from_an_unpinned_ca_or_with_a_bad_signature_is_refused() {
     );
 }
 
+/// Requests served so far, with a wake-up on each.
+#[derive(Default)]
+struct Hits {
+    count: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
 /// A one-route-per-path HTTP/1.1 server; answers 404 elsewhere. Bound before it is returned, so
 /// it is ready when the test connects.
-async fn serve(routes: HashMap<String, Vec<u8>>) -> std::net::SocketAddr {
+async fn serve(routes: HashMap<String, Vec<u8>>) -> (std::net::SocketAddr, Arc<Hits>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let routes = Arc::new(routes);
+    let hits = Arc::new(Hits::default());
+    let counter = Arc::clone(&hits);
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let routes = Arc::clone(&routes);
+            let hits = Arc::clone(&counter);
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -165,17 +177,19 @@ async fn serve(routes: HashMap<String, Vec<u8>>) -> std::net::SocketAddr {
                 );
                 let _ = sock.write_all(head.as_bytes()).await;
                 let _ = sock.write_all(&body).await;
+                hits.count.fetch_add(1, Ordering::SeqCst);
+                hits.notify.notify_waiters();
             });
         }
     });
-    addr
+    (addr, hits)
 }
 
 #[tokio::test]
 async fn ex_ope_5050_refresh_fetches_full_and_delta_crls_over_http() {
     let full = pki().full_crl(n::ACI_EL_ORG).expect("crl").der().to_vec();
     let delta = pki().delta_crl(n::ACI_EL_ORG).expect("crl").der().to_vec();
-    let addr = serve(HashMap::from([
+    let (addr, _) = serve(HashMap::from([
         ("/crl/aci-el-org.crl".to_owned(), full),
         ("/crl/aci-el-org-delta.crl".to_owned(), delta),
         (
@@ -249,4 +263,38 @@ fn crl_sources_other_than_http_are_config_errors() {
         let err = TrustStore::load(&config).expect_err(url).to_string();
         assert!(err.contains(why), "{url}: {err}");
     }
+}
+
+#[tokio::test]
+async fn ex_ope_5050_refresh_runs_on_its_schedule_until_shutdown() {
+    let full = pki().full_crl(n::ACI_EL_ORG).expect("crl").der().to_vec();
+    let (addr, hits) = serve(HashMap::from([("/full.crl".to_owned(), full)])).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = common::config(
+        dir.path(),
+        &format!("[[crl_sources]]\nurl = \"http://{addr}/full.crl\"\n"),
+    );
+    let store = TrustStore::load(&config).expect("load");
+    // Stop once the schedule has fetched three times: the first fetch is immediate, the others
+    // follow the (short) period.
+    let shutdown = async {
+        loop {
+            let notified = hits.notify.notified();
+            if hits.count.load(Ordering::SeqCst) >= 3 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        store.refresh_periodically(Duration::from_millis(20), shutdown),
+    )
+    .await
+    .expect("the refresh loop stops when shutdown completes");
+    assert!(hits.count.load(Ordering::SeqCst) >= 3);
+    // Only the full CRL was served: a missing delta is not an unknown status.
+    store
+        .validate("mssante-server", &der(n::SERVER_A), &[], now())
+        .expect("checkable with the scheduled full CRL");
 }
