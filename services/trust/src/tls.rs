@@ -4,7 +4,10 @@
 //! Offered: TLS 1.2 with `TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384` (0xC030) and
 //! `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256` (0xC02F), ECDHE over X25519, P-256 or P-384 (all
 //! ≥ 256 bits); TLS 1.3 only when [`TlsOptions::tls13`] is set (RE_OPE_5015). The four CBC and
-//! DHE suites of the list are not offered: rustls implements neither, see ARCHITECTURE.md.
+//! DHE suites of the list are not offered: rustls implements neither (MAC-then-encrypt CBC is
+//! the Lucky13/padding-oracle construction; finite-field DHE needs per-peer group checks and
+//! ECDHE gives the same forward secrecy). A peer offering only those suites is refused; see
+//! ARCHITECTURE.md.
 
 use std::sync::Arc;
 
