@@ -92,11 +92,11 @@ impl Worker {
                 move || match TokenState::open(&module, &thread_token, &pin_file) {
                     Ok(mut state) => {
                         let _ = ready_tx.send(Ok(()));
-                        // Runs until every sender is gone.
+                        // Runs until every sender is gone; dropping the
+                        // state then closes the session.
                         while let Ok(job) = rx.recv() {
                             job(&mut state);
                         }
-                        state.close();
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -176,9 +176,13 @@ impl Worker {
     }
 }
 
-/// Loads and initialises a module. Returns whether this call did the
-/// `C_Initialize` (and so owes the `C_Finalize`).
-fn load_module(module: &Path) -> Result<(Pkcs11, bool)> {
+/// Loads and initialises a module.
+///
+/// `C_Finalize` is never called: initialisation is process-wide, and a
+/// finalize racing a later open (CLI `init` then `generate`, or a keystore
+/// reopened while the previous token thread winds down) would close the new
+/// sessions. A second initialisation is therefore not an error.
+fn load_module(module: &Path) -> Result<Pkcs11> {
     let load_err = |reason: String| KeystoreError::ModuleLoad {
         module: module.to_owned(),
         reason,
@@ -188,8 +192,7 @@ fn load_module(module: &Path) -> Result<(Pkcs11, bool)> {
     }
     let pkcs11 = Pkcs11::new(module).map_err(|e| load_err(e.to_string()))?;
     match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) => Ok((pkcs11, true)),
-        Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok((pkcs11, false)),
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(pkcs11),
         Err(e) => Err(load_err(format!("C_Initialize: {}", ckr_name(&e)))),
     }
 }
@@ -234,15 +237,6 @@ fn find_token(pkcs11: &Pkcs11, module: &Path, token: &str) -> Result<Slot> {
         })
 }
 
-fn finalize(pkcs11: Pkcs11, initialized_here: bool) {
-    if initialized_here {
-        // Lets the same process open the module again (init then open).
-        if let Err(e) = pkcs11.finalize() {
-            tracing::warn!(rv = %ckr_name(&e), "C_Finalize failed");
-        }
-    }
-}
-
 /// Creates a token in a free slot, sets its SO PIN and user PIN.
 pub(crate) fn init_token(
     module: &Path,
@@ -252,119 +246,94 @@ pub(crate) fn init_token(
 ) -> Result<()> {
     let so_pin = read_pin_file(so_pin_file)?;
     let user_pin = read_pin_file(pin_file)?;
-    let (pkcs11, initialized_here) = load_module(module)?;
-    let result = (|| {
-        if token_slots(&pkcs11, module)?
-            .iter()
-            .any(|(_, l)| l == token)
-        {
-            return Err(KeystoreError::TokenExists {
-                token: token.to_owned(),
-            });
-        }
-        let p11 = |e: CkError| KeystoreError::Pkcs11 {
+    let pkcs11 = load_module(module)?;
+    if token_slots(&pkcs11, module)?
+        .iter()
+        .any(|(_, l)| l == token)
+    {
+        return Err(KeystoreError::TokenExists {
             token: token.to_owned(),
-            key: None,
-            function: function_name(&e),
-            rv: ckr_name(&e),
-        };
-        let free = pkcs11
-            .get_slots_with_token()
-            .map_err(p11)?
-            .into_iter()
-            .find(|slot| {
-                pkcs11
-                    .get_token_info(*slot)
-                    .is_ok_and(|i| !i.token_initialized())
-            })
-            .ok_or_else(|| KeystoreError::NoFreeSlot {
-                module: module.to_owned(),
-                token: token.to_owned(),
-            })?;
-        let so_pin = auth_pin(&so_pin);
-        pkcs11.init_token(free, &so_pin, token).map_err(p11)?;
-        // SoftHSM renumbers slots after C_InitToken: look the token up again.
-        let slot = find_token(&pkcs11, module, token)?;
-        let session = pkcs11.open_rw_session(slot).map_err(p11)?;
-        session.login(UserType::So, Some(&so_pin)).map_err(p11)?;
-        session.init_pin(&auth_pin(&user_pin)).map_err(p11)?;
-        session.logout().map_err(p11)?;
-        tracing::info!(token, "token initialised");
-        Ok(())
-    })();
-    finalize(pkcs11, initialized_here);
-    result
+        });
+    }
+    let p11 = |e: CkError| KeystoreError::Pkcs11 {
+        token: token.to_owned(),
+        key: None,
+        function: function_name(&e),
+        rv: ckr_name(&e),
+    };
+    let free = pkcs11
+        .get_slots_with_token()
+        .map_err(p11)?
+        .into_iter()
+        .find(|slot| {
+            pkcs11
+                .get_token_info(*slot)
+                .is_ok_and(|i| !i.token_initialized())
+        })
+        .ok_or_else(|| KeystoreError::NoFreeSlot {
+            module: module.to_owned(),
+            token: token.to_owned(),
+        })?;
+    let so_pin = auth_pin(&so_pin);
+    pkcs11.init_token(free, &so_pin, token).map_err(p11)?;
+    // SoftHSM renumbers slots after C_InitToken: look the token up again.
+    let slot = find_token(&pkcs11, module, token)?;
+    let session = pkcs11.open_rw_session(slot).map_err(p11)?;
+    session.login(UserType::So, Some(&so_pin)).map_err(p11)?;
+    session.init_pin(&auth_pin(&user_pin)).map_err(p11)?;
+    session.logout().map_err(p11)?;
+    tracing::info!(token, "token initialised");
+    Ok(())
 }
 
 /// The module, the logged-in session, and the operations run on them.
 pub(crate) struct TokenState {
-    pkcs11: Pkcs11,
-    initialized_here: bool,
-    session: Option<Session>,
+    session: Session,
     token: String,
 }
 
 impl TokenState {
     fn open(module: &Path, token: &str, pin_file: &Path) -> Result<Self> {
         let pin = read_pin_file(pin_file)?;
-        let (pkcs11, initialized_here) = load_module(module)?;
-        let opened = (|| {
-            let slot = find_token(&pkcs11, module, token)?;
-            let p11 = |e: CkError| KeystoreError::Pkcs11 {
+        let pkcs11 = load_module(module)?;
+        let slot = find_token(&pkcs11, module, token)?;
+        let p11 = |e: CkError| KeystoreError::Pkcs11 {
+            token: token.to_owned(),
+            key: None,
+            function: function_name(&e),
+            rv: ckr_name(&e),
+        };
+        // A locked PIN is reported without a login attempt.
+        let info = pkcs11.get_token_info(slot).map_err(p11)?;
+        if info.user_pin_locked() {
+            return Err(KeystoreError::Login {
                 token: token.to_owned(),
-                key: None,
-                function: function_name(&e),
-                rv: ckr_name(&e),
-            };
-            // A locked PIN is reported without a login attempt.
-            let info = pkcs11.get_token_info(slot).map_err(p11)?;
-            if info.user_pin_locked() {
+                rv: "CKR_PIN_LOCKED".to_owned(),
+            });
+        }
+        let session = pkcs11.open_rw_session(slot).map_err(p11)?;
+        // Exactly one attempt: a wrong PIN is reported, never retried, so a
+        // misconfigured appliance cannot lock its own token.
+        match session.login(UserType::User, Some(&auth_pin(&pin))) {
+            // Login state is per process: another open keystore did it.
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => {
+                tracing::error!(token, rv = %ckr_name(&e), "token login refused");
                 return Err(KeystoreError::Login {
                     token: token.to_owned(),
-                    rv: "CKR_PIN_LOCKED".to_owned(),
+                    rv: ckr_name(&e),
                 });
             }
-            let session = pkcs11.open_rw_session(slot).map_err(p11)?;
-            // Exactly one attempt: a wrong PIN is reported, never retried, so
-            // a misconfigured appliance cannot lock its own token.
-            match session.login(UserType::User, Some(&auth_pin(&pin))) {
-                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-                Err(e) => {
-                    tracing::error!(token, rv = %ckr_name(&e), "token login refused");
-                    return Err(KeystoreError::Login {
-                        token: token.to_owned(),
-                        rv: ckr_name(&e),
-                    });
-                }
-            }
-            tracing::info!(token, module = %module.display(), "token session open");
-            Ok(session)
-        })();
-        match opened {
-            Ok(session) => Ok(Self {
-                pkcs11,
-                initialized_here,
-                session: Some(session),
-                token: token.to_owned(),
-            }),
-            Err(e) => {
-                finalize(pkcs11, initialized_here);
-                Err(e)
-            }
         }
-    }
-
-    fn close(mut self) {
-        // The session logs out and closes on drop, before C_Finalize.
-        self.session = None;
-        finalize(self.pkcs11.clone(), self.initialized_here);
+        tracing::info!(token, module = %module.display(), "token session open");
+        Ok(Self {
+            session,
+            token: token.to_owned(),
+        })
     }
 
     fn session(&self) -> &Session {
-        // Only `close` empties it, and `close` consumes the state.
-        self.session
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("session used after close"))
+        &self.session
     }
 
     fn p11(&self, key: Option<&str>) -> impl Fn(CkError) -> KeystoreError + use<> {
