@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use passerelle_keystore::KeystoreConfig;
 pub use passerelle_queue::QueueConfig;
+pub use passerelle_trust::TrustConfig;
 
 /// The configuration `make run` starts with: data under `./var`, listeners on 127.0.0.1.
 pub const DEMO_TOML: &str = include_str!("../demo.toml");
@@ -78,7 +80,7 @@ pub enum Profile {
     Oct,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub general: General,
@@ -88,6 +90,10 @@ pub struct Config {
     pub status: Status,
     #[serde(default)]
     pub queue: QueueConfig,
+    /// The PKCS#11 token holding every private key of the box (issue #3).
+    pub keystore: Option<KeystoreConfig>,
+    /// Pinned anchors, trust profiles and CRLs (issue #3).
+    pub trust: Option<TrustConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

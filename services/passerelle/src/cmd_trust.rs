@@ -32,9 +32,6 @@ pub enum TrustCommand {
     },
 }
 
-/// Largest configuration file read here; the real one is a few KiB.
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-
 pub fn run(cmd: TrustCommand) -> ExitCode {
     match cmd {
         TrustCommand::CheckAnchors { config } => check_anchors(&config),
@@ -94,27 +91,10 @@ fn usage_error(why: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The `[trust]` table of the configuration file (the config crate will hand it over instead
-/// once it embeds `TrustConfig`).
+/// The `[trust]` table of the configuration file, validated with the rest of the file.
 fn load_config(path: &Path) -> Result<TrustConfig, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut text = String::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "{}: larger than {MAX_CONFIG_BYTES} bytes",
-            path.display()
-        ));
-    }
-    let mut table: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let trust = table
-        .remove("trust")
-        .ok_or_else(|| format!("{}: no [trust] table", path.display()))?;
-    trust
-        .try_into()
-        .map_err(|e| format!("{}: [trust]: {e}", path.display()))
+    let config = passerelle_config::Config::load(path).map_err(|e| e.to_string())?;
+    config
+        .trust
+        .ok_or_else(|| format!("{}: no [trust] table", path.display()))
 }

@@ -2,6 +2,8 @@
 //! are what an operator or the web admin runs by hand. Later issues add `keystore`, `trust`,
 //! `liste-blanche`, `sesam`, `annuaire` and `vendor` here.
 
+mod cmd_keystore;
+mod cmd_trust;
 mod daemon;
 mod status;
 
@@ -29,6 +31,20 @@ enum Command {
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Keys in the PKCS#11 token: generate, list, CSR, import the issued certificate.
+    Keystore(KeystoreArgs),
+    /// Pinned anchors and certificate validation (RE_OPE_5040, EX_OPE_5020–5050).
+    #[command(subcommand)]
+    Trust(cmd_trust::TrustCommand),
+}
+
+#[derive(Debug, Args)]
+struct KeystoreArgs {
+    /// Configuration file whose `[keystore]` table names the module, token and PIN file.
+    #[arg(long, value_name = "FILE", default_value = passerelle_config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: cmd_keystore::KeystoreCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +86,24 @@ fn main() -> ExitCode {
             Ok(_) => {
                 println!("configuration valid");
                 ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("passerelle: {err}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Trust(cmd) => cmd_trust::run(cmd),
+        Command::Keystore(args) => match Config::load(&args.config) {
+            Ok(Config {
+                keystore: Some(keystore),
+                ..
+            }) => cmd_keystore::run(args.command, &keystore),
+            Ok(_) => {
+                eprintln!(
+                    "passerelle: {}: no [keystore] table (module, token_label, pin_file)",
+                    args.config.display()
+                );
+                ExitCode::from(2)
             }
             Err(err) => {
                 eprintln!("passerelle: {err}");
