@@ -148,8 +148,10 @@ fn non_empty(field: &str, value: &str) -> Result<String> {
 fn checked_department(department: &Department) -> Result<String> {
     non_empty("ST (département name)", &department.name)?;
     let code = department.code.as_str();
+    let digits = code.chars().all(|c| c.is_ascii_digit());
     let valid = matches!(code, "2A" | "2B")
-        || (code.chars().all(|c| c.is_ascii_digit()) && matches!(code.len(), 2 | 3));
+        || (digits && code.len() == 2)
+        || (digits && code.len() == 3 && code.starts_with("97"));
     if !valid {
         return Err(KeystoreError::InvalidSubject(format!(
             "département code {code:?} (expected two digits, 2A, 2B or an overseas 97x)"

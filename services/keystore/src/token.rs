@@ -86,10 +86,11 @@ impl Worker {
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let thread_token = token.clone();
+        let thread_module = module.clone();
         std::thread::Builder::new()
             .name(format!("pkcs11-{token}"))
             .spawn(
-                move || match TokenState::open(&module, &thread_token, &pin_file) {
+                move || match TokenState::open(&thread_module, &thread_token, &pin_file) {
                     Ok(mut state) => {
                         let _ = ready_tx.send(Ok(()));
                         // Runs until every sender is gone; dropping the
@@ -104,7 +105,7 @@ impl Worker {
                 },
             )
             .map_err(|e| KeystoreError::ModuleLoad {
-                module: PathBuf::new(),
+                module,
                 reason: format!("cannot start the token thread: {e}"),
             })?;
         let token: Arc<str> = token.into();
