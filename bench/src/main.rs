@@ -7,6 +7,8 @@
 //! under the build's target directory so it sits on the same disk as the product's data
 //! would (not on a tmpfs).
 
+mod k1;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,8 @@ struct Cli {
 enum Bench {
     /// Q1: durable enqueue+lease+ack throughput vs a raw SQLite insert+delete loop.
     Q1(Q1Args),
+    /// K1: TLS handshakes/s with a token-held RSA-2048 key vs the same key in memory.
+    K1,
     /// Every bench with its defaults.
     All,
 }
@@ -84,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
     let scratch = scratch_root()?;
     match cli.bench {
         Bench::Q1(args) => println!("{}", q1(&scratch, &args).await?),
-        Bench::All => println!("{}", q1(&scratch, &Q1Args::default()).await?),
+        Bench::K1 => k1::run()?,
+        Bench::All => {
+            println!("{}", q1(&scratch, &Q1Args::default()).await?);
+            k1::run()?;
+        }
     }
     Ok(())
 }
