@@ -29,6 +29,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening the queue in {}", queue_dir.display()))?;
     let queue: Arc<Queue<SqliteStore>> = Arc::new(queue);
 
+    // Keys and trust come up before any listener: a box whose token or anchors are wrong
+    // must not start half-secured (EX_SSI_5100, RE_OPE_5040), and nothing falls back to a
+    // software key.
+    let _keystore = match &config.keystore {
+        Some(keystore_config) => Some(
+            passerelle_keystore::Keystore::open(keystore_config)
+                .await
+                .context("opening the PKCS#11 keystore")?,
+        ),
+        None => None,
+    };
+    let mut background = vec![tokio::spawn(prune_done_items(Arc::clone(&queue)))];
+    if let Some(trust_config) = &config.trust {
+        let store = passerelle_trust::TrustStore::load(trust_config)
+            .context("loading the pinned trust anchors")?;
+        let every = trust_config.crl_refresh_every;
+        background.push(tokio::spawn(async move {
+            store
+                .refresh_periodically(every, std::future::pending::<()>())
+                .await;
+        }));
+    }
+
     let listener = TcpListener::bind(config.status.listen)
         .await
         .with_context(|| format!("binding the status listener on {}", config.status.listen))?;
@@ -40,8 +63,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "passerelle started"
     );
 
-    let housekeeping = tokio::spawn(prune_done_items(Arc::clone(&queue)));
-
     let app = status::router(status::State {
         queue: Arc::clone(&queue),
         profile: config.general.profile,
@@ -51,7 +72,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving the status endpoint")?;
 
-    housekeeping.abort();
+    for task in background {
+        task.abort();
+    }
     tracing::info!("passerelle stopped");
     Ok(())
 }

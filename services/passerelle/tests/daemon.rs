@@ -167,3 +167,76 @@ fn status_listener_on_a_lan_address_is_refused_at_load() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("status.listen"), "{stderr}");
 }
+
+fn run_expecting_refusal(dir: &Path, extra: &str) -> String {
+    let path = dir.join("passerelle.toml");
+    let text = format!(
+        "[general]\nprofile = \"operator\"\ndata_dir = \"{}\"\n[status]\nlisten = \"127.0.0.1:{}\"\n{extra}",
+        dir.join("data").display(),
+        free_port()
+    );
+    std::fs::write(&path, text).expect("write config");
+    let output = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run passerelle");
+    assert!(!output.status.success(), "passerelle must refuse to start");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn ex_ssi_5100_daemon_refuses_to_start_without_its_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pin = dir.path().join("token.pin");
+    std::fs::write(&pin, "1234\n").expect("pin");
+    std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
+    let stderr = run_expecting_refusal(
+        dir.path(),
+        &format!(
+            "[keystore]\nmodule = \"{}\"\ntoken_label = \"absent\"\npin_file = \"{}\"\n",
+            dir.path().join("no-such-module.so").display(),
+            pin.display()
+        ),
+    );
+    assert!(stderr.contains("keystore"), "{stderr}");
+    assert!(stderr.contains("no-such-module.so"), "{stderr}");
+}
+
+#[test]
+fn re_ope_5040_daemon_refuses_to_start_with_an_unpinned_anchor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let anchors = dir.path().join("anchors");
+    std::fs::create_dir_all(&anchors).expect("anchors dir");
+    // A CA certificate nobody pinned: the check must name it, not trust it.
+    let ca = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=Unpinned CA"])
+        .arg("-keyout")
+        .arg(dir.path().join("ca.key"))
+        .arg("-out")
+        .arg(anchors.join("unpinned.pem"))
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        ca.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ca.stderr)
+    );
+    let pins = dir.path().join("pins.sha256");
+    std::fs::write(&pins, "").expect("pins");
+    let stderr = run_expecting_refusal(
+        dir.path(),
+        &format!(
+            "[trust]\nanchors_dir = \"{}\"\npins_file = \"{}\"\ncrl_cache_dir = \"{}\"\n[trust.profiles]\n",
+            anchors.display(),
+            pins.display(),
+            dir.path().join("crl").display()
+        ),
+    );
+    assert!(stderr.contains("anchors"), "{stderr}");
+    assert!(stderr.contains("unpinned.pem"), "{stderr}");
+}
