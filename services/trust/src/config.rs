@@ -49,6 +49,10 @@ pub struct CrlSourceConfig {
     pub timeout: Duration,
 }
 
+fn default_ocsp_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
 fn default_fetch_timeout() -> Duration {
     Duration::from_mins(1)
 }
@@ -75,9 +79,16 @@ pub struct ProfileConfig {
     /// (EX_OPE_5040: only "Élémentaire / Organisations" for MSSanté servers). Every other pinned
     /// CA may still appear higher up in the chain.
     pub allowed_issuers: Vec<String>,
-    /// Revocation method. Only `crl` is implemented; `ocsp` is refused at load.
+    /// Revocation method: `crl` (default), `ocsp` or `ocsp-then-crl` (see [`RevocationMethod`]).
     #[serde(default)]
     pub revocation: RevocationMethod,
+    /// OCSP responder URL (`http://`). When absent, the URL of the certificate's Authority
+    /// Information Access extension (id-ad-ocsp) is used.
+    #[serde(default)]
+    pub ocsp_url: Option<String>,
+    /// Time limit of one OCSP exchange.
+    #[serde(with = "humantime_serde", default = "default_ocsp_timeout")]
+    pub ocsp_timeout: Duration,
     /// What to do when revocation status cannot be established.
     #[serde(default)]
     pub unknown_status: UnknownStatusPolicy,
@@ -99,25 +110,19 @@ pub enum PeerRole {
     Any,
 }
 
-/// How revocation is established.
+/// How revocation is established (EX_OPE_5050: ANS publishes full + delta CRLs daily and runs an
+/// OCSP service; the spec does not rank them, so the profile chooses).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[serde(rename_all = "kebab-case")]
 pub enum RevocationMethod {
-    /// Full + delta CRLs from the cache.
+    /// Full + delta CRLs from the cache (no network at validation time).
     #[default]
     Crl,
-}
-
-impl TryFrom<String> for RevocationMethod {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        match value.as_str() {
-            "crl" => Ok(RevocationMethod::Crl),
-            "ocsp" => Err("revocation = \"ocsp\" is not implemented (issue #3 ships CRL checking only); use \"crl\"".to_owned()),
-            other => Err(format!("revocation = {other:?}: expected \"crl\"")),
-        }
-    }
+    /// OCSP only: a good or revoked answer decides; anything else is unknown.
+    Ocsp,
+    /// OCSP first; when OCSP gives no answer (unreachable, unknown, unverifiable) the cached
+    /// CRLs decide. Revoked by either is refused.
+    OcspThenCrl,
 }
 
 /// Policy when the revocation status is unknown (no CRL, an out-of-date CRL). EX_OPE_5050 does
@@ -170,9 +175,14 @@ mod tests {
                 "sesam-vitale-test"
             ]
         );
-        for profile in config.profiles.values() {
+        for (name, profile) in &config.profiles {
             assert_eq!(profile.unknown_status, UnknownStatusPolicy::HardFail);
-            assert_eq!(profile.revocation, RevocationMethod::Crl);
+            let expected = if name == "mssante-server" {
+                RevocationMethod::OcspThenCrl
+            } else {
+                RevocationMethod::Crl
+            };
+            assert_eq!(profile.revocation, expected, "{name}");
         }
         assert_eq!(config.crl_refresh_every, Duration::from_hours(4));
         assert_eq!(config.crl_sources[1].timeout, Duration::from_mins(2));
@@ -180,11 +190,24 @@ mod tests {
     }
 
     #[test]
-    fn ex_ope_5050_ocsp_is_refused_with_a_clear_message() {
-        let text = "[trust]\nanchors_dir = 'a'\npins_file = 'p'\ncrl_cache_dir = 'c'\n\
-                    [trust.profiles.x]\nrole = 'tls-server'\nanchors = ['r']\nallowed_issuers = ['i']\nrevocation = 'ocsp'\n";
-        let err = trust_table(text).expect_err("ocsp");
-        assert!(err.contains("\"ocsp\" is not implemented"), "{err}");
+    fn ex_ope_5050_revocation_methods_parse_and_unknown_ones_are_refused() {
+        let profile = |method: &str| {
+            format!(
+                "[trust]\nanchors_dir = 'a'\npins_file = 'p'\ncrl_cache_dir = 'c'\n\
+                 [trust.profiles.x]\nrole = 'tls-server'\nanchors = ['r']\nallowed_issuers = ['i']\nrevocation = '{method}'\n"
+            )
+        };
+        for (text, method) in [
+            ("crl", RevocationMethod::Crl),
+            ("ocsp", RevocationMethod::Ocsp),
+            ("ocsp-then-crl", RevocationMethod::OcspThenCrl),
+        ] {
+            let config = trust_table(&profile(text)).expect(text);
+            assert_eq!(config.profiles["x"].revocation, method);
+            assert_eq!(config.profiles["x"].ocsp_timeout, Duration::from_secs(10));
+        }
+        let err = trust_table(&profile("crl-then-ocsp")).expect_err("unknown method");
+        assert!(err.contains("crl-then-ocsp"), "{err}");
     }
 
     #[test]

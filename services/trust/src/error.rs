@@ -112,6 +112,15 @@ pub enum Refusal {
     #[error("revoked in the delta CRL of {issuer} (serial {serial})")]
     RevokedDelta { issuer: String, serial: String },
 
+    #[error(
+        "revoked according to the OCSP responder of {issuer} (serial {serial}, since {revoked_at})"
+    )]
+    RevokedOcsp {
+        issuer: String,
+        serial: String,
+        revoked_at: String,
+    },
+
     #[error("the {kind} CRL of {issuer} is out of date (nextUpdate {next_update})")]
     CrlExpired {
         issuer: String,
@@ -136,6 +145,7 @@ impl Refusal {
             | Refusal::WrongBranch { .. } => "EX_OPE_5040",
             Refusal::RevokedFull { .. }
             | Refusal::RevokedDelta { .. }
+            | Refusal::RevokedOcsp { .. }
             | Refusal::CrlExpired { .. }
             | Refusal::RevocationUnknown { .. } => "EX_OPE_5050",
             Refusal::Expired { .. }

@@ -4,8 +4,16 @@
 //! - Trust profiles (`mssante-server`, `mssante-client-auth`, `sesam-vitale`, `cps`, `oct`, …):
 //!   anchors, the CAs allowed to issue the peer's certificate (branch restriction, EX_OPE_5040),
 //!   revocation policy. [`TrustStore::validate`] builds the path from the local store only.
-//! - Revocation from full + delta CRLs, cached on disk and refreshed from [`CrlSource`]s
-//!   (EX_OPE_5050). OCSP is not implemented; a profile asking for it is a configuration error.
+//! - Revocation (EX_OPE_5050), per profile (`revocation`):
+//!   - `crl` (default): full + delta CRLs, cached on disk and refreshed from [`CrlSource`]s
+//!     (`http://`, and `ldap://` for the SESAM-Vitale directory);
+//!   - `ocsp`: an RFC 6960 responder (the profile's `ocsp_url`, else the certificate's AIA),
+//!     asked by [`TrustStore::validate_online`], answers cached until their nextUpdate;
+//!   - `ocsp-then-crl`: OCSP, and the CRLs when OCSP gives no answer.
+//!
+//!   When the status stays unknown, the profile's `unknown_status` decides: `hard-fail`
+//!   (default, what MSSanté needs) refuses, `soft-fail` accepts with a warning. A revoked
+//!   certificate is always refused.
 //! - DN parsing and RFC 4518 comparison for liste blanche matching: [`Dn`].
 //! - TLS configurations limited to EX_OPE_5010, and rustls verifiers backed by a profile.
 
@@ -14,6 +22,7 @@ mod config;
 mod crl;
 mod dn;
 mod error;
+mod ocsp;
 mod source;
 mod store;
 mod tls;
@@ -29,6 +38,7 @@ pub use config::{
 pub use crl::{CrlKind, CrlUpdate, MAX_CRL_BYTES};
 pub use dn::{Attribute, AttributeValue, Dn, MAX_DN_STRING_LEN, MAX_RDNS, prepare};
 pub use error::{Refusal, TrustError};
+pub use ocsp::{MAX_OCSP_RESPONSE_BYTES, OCSP_CLOCK_SKEW};
 pub use source::{CrlSource, FetchFuture, HttpCrlSource, RefreshReport};
 pub use store::{Profile, TrustStore, Validated};
 pub use tls::{

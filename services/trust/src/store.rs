@@ -19,6 +19,7 @@ use crate::config::{
 use crate::crl::{CrlStore, CrlUpdate, Status};
 use crate::dn::Dn;
 use crate::error::{Refusal, TrustError};
+use crate::ocsp::{OcspClient, Query};
 use crate::source::{CrlSource, HttpCrlSource, RefreshReport};
 
 /// A pinned CA certificate.
@@ -41,6 +42,9 @@ pub struct Profile {
     allowed_issuers: Vec<String>,
     unknown_status: UnknownStatusPolicy,
     scope: RevocationScope,
+    revocation: RevocationMethod,
+    ocsp_url: Option<String>,
+    ocsp_timeout: std::time::Duration,
     hints: Vec<DistinguishedName>,
 }
 
@@ -82,8 +86,28 @@ pub struct TrustStore {
     intermediate_names: Vec<String>,
     profiles: BTreeMap<String, Profile>,
     crls: CrlStore,
+    ocsp: OcspClient,
     sources: Vec<HttpCrlSource>,
     tls: TlsOptions,
+}
+
+/// A certificate whose revocation status is to be established.
+struct Target {
+    serial: Vec<u8>,
+    is_ca: bool,
+    /// Pinned file name of its issuer.
+    issuer: String,
+    /// Its OCSP URL: the profile's, else its AIA's.
+    ocsp_url: Option<String>,
+}
+
+/// A path that verified, before revocation.
+struct Checked<'a> {
+    profile: &'a Profile,
+    subject: Dn,
+    chain: Vec<String>,
+    targets: Vec<Target>,
+    now: i64,
 }
 
 impl TrustStore {
@@ -144,6 +168,7 @@ impl TrustStore {
             intermediate_names,
             profiles,
             crls,
+            ocsp: OcspClient::new(),
             sources,
             tls: config.tls,
         })
@@ -219,6 +244,10 @@ impl TrustStore {
     /// `presented` are the intermediates the peer sent. They are **not** used to build the
     /// chain (EX_OPE_5040); they only turn an "unknown issuer" into the more precise
     /// [`Refusal::UntrustedPeerIntermediate`] when the peer tried to supply its own.
+    ///
+    /// Synchronous (rustls verifiers call it) and without network I/O: a profile using OCSP is
+    /// answered from the OCSP cache that [`TrustStore::validate_online`] fills; without a cached
+    /// answer the status is unknown (`ocsp`) or the CRLs decide (`ocsp-then-crl`).
     pub fn validate(
         &self,
         profile: &str,
@@ -226,23 +255,97 @@ impl TrustStore {
         presented: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<Validated, TrustError> {
+        let checked = self.check_path(profile, end_entity, presented, now)?;
+        let uses_ocsp = checked.profile.revocation != RevocationMethod::Crl;
+        let ocsp = checked
+            .targets
+            .iter()
+            .map(|t| {
+                uses_ocsp.then(|| {
+                    self.ocsp
+                        .cached(&t.issuer, &t.serial, checked.now)
+                        .unwrap_or_else(|| {
+                            Status::Unknown(Refusal::RevocationUnknown {
+                                why: format!(
+                                    "no OCSP answer cached for a certificate of {}",
+                                    t.issuer
+                                ),
+                            })
+                        })
+                })
+            })
+            .collect();
+        self.finish(checked, ocsp)
+    }
+
+    /// [`TrustStore::validate`], asking the OCSP responder (HTTP POST within `ocsp_timeout`)
+    /// when the profile uses OCSP and no fresh answer is cached. For callers that can await: the
+    /// SMTP/HTTP clients before connecting, the SESAM-Vitale certificate checks.
+    pub async fn validate_online(
+        &self,
+        profile: &str,
+        end_entity: &CertificateDer<'_>,
+        presented: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Validated, TrustError> {
+        let checked = self.check_path(profile, end_entity, presented, now)?;
+        let mut ocsp = Vec::with_capacity(checked.targets.len());
+        for t in &checked.targets {
+            if checked.profile.revocation == RevocationMethod::Crl {
+                ocsp.push(None);
+                continue;
+            }
+            let status = match (&t.ocsp_url, self.cas.iter().find(|c| c.name == t.issuer)) {
+                (Some(url), Some(ca)) => {
+                    let query = Query {
+                        ca_name: &t.issuer,
+                        issuer_der: &ca.der,
+                        serial: &t.serial,
+                        url,
+                        timeout: checked.profile.ocsp_timeout,
+                    };
+                    self.ocsp.status(&query, checked.now).await
+                }
+                (None, _) => Status::Unknown(Refusal::RevocationUnknown {
+                    why: "no OCSP URL (no ocsp_url in the profile, no AIA id-ad-ocsp in the certificate)"
+                        .to_owned(),
+                }),
+                (_, None) => Status::Unknown(Refusal::RevocationUnknown {
+                    why: format!("issuer {} is not in the local store", t.issuer),
+                }),
+            };
+            ocsp.push(Some(status));
+        }
+        self.finish(checked, ocsp)
+    }
+
+    fn refuse(profile: &Profile, subject: &Dn, reason: Refusal) -> TrustError {
+        tracing::warn!(
+            profile = %profile.name,
+            subject = %subject,
+            requirement = reason.requirement(),
+            reason = %reason,
+            "certificate refused"
+        );
+        TrustError::Refused {
+            profile: profile.name.clone(),
+            subject: subject.to_string(),
+            reason,
+        }
+    }
+
+    /// Everything but revocation: dates, key usage, path from the local store, branch.
+    fn check_path<'p>(
+        &'p self,
+        profile: &str,
+        end_entity: &CertificateDer<'_>,
+        presented: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Checked<'p>, TrustError> {
         let profile = self.profile(profile)?;
         let (_, leaf) = parse(end_entity)?;
         let subject = Dn::from_x509(leaf.subject())?;
-        let refuse = |reason: Refusal| {
-            tracing::warn!(
-                profile = %profile.name,
-                subject = %subject,
-                requirement = reason.requirement(),
-                reason = %reason,
-                "certificate refused"
-            );
-            TrustError::Refused {
-                profile: profile.name.clone(),
-                subject: subject.to_string(),
-                reason,
-            }
-        };
+        let refuse = |reason: Refusal| Self::refuse(profile, &subject, reason);
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
 
         let validity = leaf.validity();
@@ -300,22 +403,73 @@ impl TrustStore {
             return Err(refuse(Refusal::WrongBranch { issuer: issuer_dn }));
         }
 
-        // (serial, is a CA, issuer name) of every certificate to check.
-        let mut to_check = vec![(leaf.serial.to_bytes_be(), false, chain[0].clone())];
+        let ocsp_url = |cert: &X509Certificate<'_>| {
+            profile
+                .ocsp_url
+                .clone()
+                .or_else(|| crate::ocsp::aia_ocsp_url(cert))
+        };
+        let mut targets = vec![Target {
+            serial: leaf.serial.to_bytes_be(),
+            is_ca: false,
+            issuer: chain[0].clone(),
+            ocsp_url: ocsp_url(&leaf),
+        }];
         if profile.scope == RevocationScope::Chain {
             for (i, cert) in path.intermediate_certificates().enumerate() {
                 let der = cert.der();
                 let (_, parsed) = parse(&der)?;
-                to_check.push((parsed.serial.to_bytes_be(), true, chain[i + 1].clone()));
+                targets.push(Target {
+                    serial: parsed.serial.to_bytes_be(),
+                    is_ca: true,
+                    issuer: chain[i + 1].clone(),
+                    ocsp_url: ocsp_url(&parsed),
+                });
             }
         }
+        Ok(Checked {
+            profile,
+            subject,
+            chain,
+            targets,
+            now: now_secs,
+        })
+    }
+
+    /// Revocation of every target by CRL, OCSP (`ocsp[i]`, when the profile uses it) or OCSP
+    /// then CRL; then the unknown-status policy.
+    fn finish(
+        &self,
+        checked: Checked<'_>,
+        ocsp: Vec<Option<Status>>,
+    ) -> Result<Validated, TrustError> {
+        let Checked {
+            profile,
+            subject,
+            chain,
+            targets,
+            now,
+        } = checked;
         let mut revocation_unknown = None;
-        for (serial, is_ca, issuer) in to_check {
-            match self.crls.status(&issuer, &serial, is_ca, now_secs) {
+        for (t, ocsp) in targets.iter().zip(ocsp) {
+            let crl = || self.crls.status(&t.issuer, &t.serial, t.is_ca, now);
+            let status = match (profile.revocation, ocsp) {
+                (RevocationMethod::Crl, _) | (_, None) => crl(),
+                (RevocationMethod::OcspThenCrl, Some(Status::Unknown(ocsp_why))) => match crl() {
+                    Status::Unknown(crl_why) => Status::Unknown(Refusal::RevocationUnknown {
+                        why: format!("{ocsp_why}; then CRL: {crl_why}"),
+                    }),
+                    decided => decided,
+                },
+                (RevocationMethod::Ocsp | RevocationMethod::OcspThenCrl, Some(s)) => s,
+            };
+            match status {
                 Status::Good => {}
-                Status::Revoked(reason) => return Err(refuse(reason)),
+                Status::Revoked(reason) => return Err(Self::refuse(profile, &subject, reason)),
                 Status::Unknown(reason) => match profile.unknown_status {
-                    UnknownStatusPolicy::HardFail => return Err(refuse(reason)),
+                    UnknownStatusPolicy::HardFail => {
+                        return Err(Self::refuse(profile, &subject, reason));
+                    }
                     UnknownStatusPolicy::SoftFail => {
                         tracing::warn!(profile = %profile.name, subject = %subject, reason = %reason, "revocation status unknown; accepted by soft-fail policy");
                         revocation_unknown = Some(reason);
@@ -447,7 +601,14 @@ fn build_profile(
                 .to_owned(),
         ));
     }
-    let RevocationMethod::Crl = pc.revocation;
+    let ocsp_url = match &pc.ocsp_url {
+        Some(url) => Some(
+            crate::ocsp::check_url(url)
+                .map(|_| url.clone())
+                .map_err(|why| bad(format!("ocsp_url {why}")))?,
+        ),
+        None => None,
+    };
     let mut anchors = Vec::new();
     for a in &pc.anchors {
         let ca = find(a)?;
@@ -468,6 +629,9 @@ fn build_profile(
         allowed_issuers: pc.allowed_issuers.clone(),
         unknown_status: pc.unknown_status,
         scope: pc.revocation_scope,
+        revocation: pc.revocation,
+        ocsp_url,
+        ocsp_timeout: pc.ocsp_timeout,
         hints,
     })
 }

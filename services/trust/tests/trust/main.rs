@@ -3,5 +3,6 @@
 
 mod common;
 mod crl_cache;
+mod ocsp;
 mod tls;
 mod validation;
