@@ -15,6 +15,7 @@
 //! That is only sound because nextest runs every test in its own process; this crate is
 //! edition 2021 for that reason (`set_var` is unsafe in 2024, and unsafe is forbidden).
 
+mod cps_card;
 mod dovecot;
 mod error;
 pub mod lineclient;
@@ -25,6 +26,9 @@ mod slapd;
 mod softhsm;
 mod vcard;
 
+pub use cps_card::{
+    CpsCard, CpsGeneration, CpsIdentity, SignatureCounter, CPS_DEFAULT_PIN, CPS_PIN_TRIES,
+};
 pub use dovecot::{Dovecot, DovecotBuilder};
 pub use error::HarnessError;
 pub use pcscd::{Pcscd, PcscdBuilder};

@@ -20,7 +20,7 @@ use crate::{HarnessError, Result};
 const PEER: &str = "virtual card";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The card's behaviour; a full virtual CPS card implements this in a later issue.
+/// The card's behaviour; [`crate::CpsCard`] is the virtual CPS card.
 pub trait ApduHandler: Send + 'static {
     /// The Answer To Reset.
     fn atr(&self) -> Vec<u8>;
