@@ -167,15 +167,18 @@ impl Cache {
         Ok(status)
     }
 
+    /// Remove generations older than `keep`; a newer one may be another refresh still
+    /// being built (the CLI and the daemon can both refresh), so it is left alone.
     fn remove_stale_generations(&self, keep: &str) {
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return;
         };
+        let Some(kept) = generation_stamp(keep) else {
+            return;
+        };
         for file in dir.flatten() {
             let name = file.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("gen-")
-                && !name.starts_with(keep)
+            if generation_stamp(&name.to_string_lossy()).is_some_and(|stamp| stamp < kept)
                 && let Err(e) = std::fs::remove_file(file.path())
             {
                 tracing::warn!(file = %file.path().display(), error = %e, "could not remove an old cache generation");
@@ -237,6 +240,11 @@ impl Cache {
         }
         Ok(found)
     }
+}
+
+/// The creation time (ns) in a generation file name `gen-<ns>.sqlite[-suffix]`.
+fn generation_stamp(name: &str) -> Option<i128> {
+    name.strip_prefix("gen-")?.split('.').next()?.parse().ok()
 }
 
 async fn build_generation(path: &Path, entries: &[Entry], status: &CacheStatus) -> Result<()> {

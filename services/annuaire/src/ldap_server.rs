@@ -82,7 +82,9 @@ impl LdapServer {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // Out of descriptors and the like: back off rather than spin.
                     tracing::warn!(error = %e, "LDAP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };

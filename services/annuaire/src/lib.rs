@@ -27,4 +27,4 @@ pub use config::{AnnuaireConfig, LdapServerConfig, UpstreamAttributes, UpstreamL
 pub use entry::{Entry, Field};
 pub use error::{AnnuaireError, Result};
 pub use query::{Attr, Pattern, Query, QueryLimits};
-pub use refresh::{RefreshReport, refresh};
+pub use refresh::{RefreshReport, refresh, refresh_loop};

@@ -1,5 +1,6 @@
 //! One refresh: read every enabled bulk source, then replace the cache atomically.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -59,6 +60,30 @@ pub async fn refresh(config: &AnnuaireConfig, cache: &Cache) -> Result<RefreshRe
     };
     let status = cache.replace(&entries, &info).await?;
     Ok(RefreshReport { status, rejected })
+}
+
+/// The daemon's task: refresh now, then every `refresh_every`. A failed refresh is logged
+/// and the old cache keeps serving (EX_2.1.3_5020); a cache older than `stale_after` (or
+/// empty) is reported at warning level after each round, for the operator's alerting.
+pub async fn refresh_loop(config: AnnuaireConfig, cache: Arc<Cache>) {
+    let mut every = tokio::time::interval(config.refresh_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let outcome = refresh(&config, &cache).await;
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "annuaire refresh failed; the previous cache keeps serving");
+        }
+        match cache.status() {
+            None => tracing::warn!("annuaire cache is empty: no refresh has succeeded yet"),
+            Some(s) if s.is_stale(config.stale_after) => tracing::warn!(
+                refreshed_at = %s.refreshed_at,
+                stale_after = ?config.stale_after,
+                "annuaire cache is stale"
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 async fn read_source(url: &str, timeout: Duration, limits: &Limits) -> Result<Vec<u8>> {

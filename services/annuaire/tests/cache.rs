@@ -320,3 +320,35 @@ async fn search_text_is_bounded_and_fts_syntax_is_inert() {
     }
     assert_eq!(cache.status().expect("status").entries, FIXTURE_ROWS);
 }
+
+#[tokio::test]
+async fn ex_2_1_3_5020_refresh_loop_loads_the_cache_and_keeps_it_when_the_source_breaks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "extraction.txt",
+        &std::fs::read(FIXTURE).expect("fixture"),
+    );
+    let mut config = config(&dir.path().join("cache"), &file);
+    config.refresh_every = Duration::from_millis(50);
+    let cache = std::sync::Arc::new(Cache::open(&config.cache_dir).await.expect("open"));
+    let task = tokio::spawn(passerelle_annuaire::refresh_loop(
+        config,
+        std::sync::Arc::clone(&cache),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cache.status().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no refresh in 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The source breaks: the following rounds fail and the cache keeps serving.
+    std::fs::write(&file, b"garbage").expect("break the source");
+    let first = cache.status().expect("status").refreshed_at;
+    let broken_since = tokio::time::Instant::now();
+    while broken_since.elapsed() < Duration::from_millis(300) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(cache.status().expect("status").entries, FIXTURE_ROWS);
+    }
+    assert!(cache.status().expect("status").refreshed_at >= first);
+    task.abort();
+}
