@@ -41,8 +41,9 @@ fn default_refresh_every() -> Duration {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrlSourceConfig {
-    /// `http://` URL. CRLs are signed, so plain HTTP is what the CAs publish and all we need;
-    /// `ldap://` sources (SESAM-Vitale) are not implemented here.
+    /// `http://` URL, or `ldap://host[:port]/<dn>[?attribute]` (SESAM-Vitale; the attribute
+    /// defaults to `certificateRevocationList;binary`). CRLs are signed, so plain HTTP and LDAP
+    /// are what the CAs publish and all we need.
     pub url: String,
     /// Per-download time limit.
     #[serde(with = "humantime_serde", default = "default_fetch_timeout")]

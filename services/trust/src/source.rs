@@ -1,6 +1,6 @@
-//! Where CRLs come from. HTTP is implemented; the CAs publish CRLs over plain HTTP, which is
-//! enough because a CRL is only installed after its signature verified against a pinned CA.
-//! LDAP sources (the SESAM-Vitale directory) implement [`CrlSource`] in the SESAM-Vitale work.
+//! Where CRLs come from: HTTP here, LDAP in [`crate::LdapCrlSource`]. The CAs publish CRLs over
+//! plain HTTP or LDAP, which is enough because a CRL is only installed after its signature
+//! verified against a pinned CA.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,11 +48,6 @@ pub struct HttpCrlSource {
 impl HttpCrlSource {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, TrustError> {
         let bad = |why: &str| TrustError::Config(format!("CRL source {url:?}: {why}"));
-        if url.starts_with("ldap://") || url.starts_with("ldaps://") {
-            return Err(bad(
-                "LDAP CRL sources are not implemented yet (SESAM-Vitale work); use an http:// URL",
-            ));
-        }
         let uri: hyper::Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(bad(

@@ -19,6 +19,7 @@ use crate::config::{
 use crate::crl::{CrlStore, CrlUpdate, Status};
 use crate::dn::Dn;
 use crate::error::{Refusal, TrustError};
+use crate::ldap::LdapCrlSource;
 use crate::ocsp::{OcspClient, Query};
 use crate::source::{CrlSource, HttpCrlSource, RefreshReport};
 
@@ -87,8 +88,15 @@ pub struct TrustStore {
     profiles: BTreeMap<String, Profile>,
     crls: CrlStore,
     ocsp: OcspClient,
-    sources: Vec<HttpCrlSource>,
+    sources: Vec<ConfiguredSource>,
     tls: TlsOptions,
+}
+
+/// A CRL source of the configuration, by URL scheme.
+#[derive(Debug)]
+enum ConfiguredSource {
+    Http(HttpCrlSource),
+    Ldap(LdapCrlSource),
 }
 
 /// A certificate whose revocation status is to be established.
@@ -154,8 +162,14 @@ impl TrustStore {
         let sources = config
             .crl_sources
             .iter()
-            .map(|s| HttpCrlSource::new(&s.url, s.timeout))
-            .collect::<Result<_, _>>()?;
+            .map(|s| {
+                Ok(if s.url.starts_with("ldap://") {
+                    ConfiguredSource::Ldap(LdapCrlSource::new(&s.url, s.timeout)?)
+                } else {
+                    ConfiguredSource::Http(HttpCrlSource::new(&s.url, s.timeout)?)
+                })
+            })
+            .collect::<Result<_, TrustError>>()?;
         let crls = CrlStore::open(&config.crl_cache_dir, &cas)?;
         tracing::info!(
             cas = cas.len(),
@@ -193,8 +207,14 @@ impl TrustStore {
 
     /// Fetch every configured CRL source once and install what verifies and is newer.
     pub async fn refresh(&self) -> RefreshReport {
-        let sources: Vec<&dyn CrlSource> =
-            self.sources.iter().map(|s| s as &dyn CrlSource).collect();
+        let sources: Vec<&dyn CrlSource> = self
+            .sources
+            .iter()
+            .map(|s| match s {
+                ConfiguredSource::Http(h) => h as &dyn CrlSource,
+                ConfiguredSource::Ldap(l) => l as &dyn CrlSource,
+            })
+            .collect();
         self.refresh_from(&sources).await
     }
 

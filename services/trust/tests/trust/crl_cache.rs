@@ -247,11 +247,15 @@ async fn ex_ope_5050_refresh_fetches_full_and_delta_crls_over_http() {
 }
 
 #[test]
-fn crl_sources_other_than_http_are_config_errors() {
+fn crl_sources_other_than_http_or_ldap_are_config_errors() {
     for (url, why) in [
         (
-            "ldap://annuaire.sesam-vitale.fr/cn=AC-FACTURATION",
-            "LDAP CRL sources are not implemented",
+            "ldap://annuaire.sesam-vitale.fr/cn=AC-FACTURATION?userPassword",
+            "the attribute must be certificateRevocationList",
+        ),
+        (
+            "ldaps://annuaire.sesam-vitale.fr/cn=AC-FACTURATION",
+            "only http://",
         ),
         (
             "https://igc-sante.esante.gouv.fr/CRL/ACI-EL-ORG.crl",

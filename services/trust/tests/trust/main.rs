@@ -3,6 +3,7 @@
 
 mod common;
 mod crl_cache;
+mod ldap;
 mod ocsp;
 mod tls;
 mod validation;
