@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use passerelle_testpki::names as n;
+use passerelle_testpki::{Dn, ExtendedKeyUsagePurpose, LeafSpec, PkiOptions, TestPki, names as n};
 use passerelle_trust::{Refusal, TrustError, TrustStore};
 
 use crate::common::{self, der, file, now, pki};
@@ -48,8 +48,13 @@ fn free_port() -> u16 {
 /// Start `openssl ocsp` for the CA `aci-el-org`, signing with `signer` (a name of the test PKI):
 /// `server-a` is good, `server-a-revoked` revoked, everything else unknown.
 fn responder(signer: &str) -> Responder {
+    responder_of(pki(), signer)
+}
+
+/// [`responder`] with the certificates and keys of `pki` (the shared one plus extra leaves).
+fn responder_of(pki: &TestPki, signer: &str) -> Responder {
     let dir = tempfile::tempdir().expect("tempdir");
-    pki().write_to(dir.path()).expect("write pki");
+    pki.write_to(dir.path()).expect("write pki");
     let index = format!(
         "V\t361231235959Z\t\t{}\tunknown\t/CN=server-a\n\
          R\t361231235959Z\t250101000000Z,keyCompromise\t{}\tunknown\t/CN=server-a-revoked\n",
@@ -240,6 +245,40 @@ async fn ex_ope_5050_ocsp_unknown_or_unreachable_follows_the_unknown_status_poli
     drop(responder);
 }
 
+/// The shared PKI (same seed, so the same CAs) plus OCSP responder certificates with EKU
+/// id-kp-OCSPSigning: `ocsp-responder` issued by `aci-el-org`, `ocsp-responder-other-ca` by
+/// `aci-el-pp`.
+fn pki_with_responders() -> TestPki {
+    let mut pki = TestPki::generate(&PkiOptions::new(3)).expect("test PKI");
+    for (name, ca) in [
+        ("ocsp-responder", n::ACI_EL_ORG),
+        ("ocsp-responder-other-ca", n::ACI_EL_PP),
+    ] {
+        let mut spec = LeafSpec::new(name, Dn::igc_sante_ca(name));
+        spec.extended_key_usage = vec![ExtendedKeyUsagePurpose::OcspSigning];
+        pki.issue_leaf(ca, spec).expect("responder certificate");
+    }
+    pki
+}
+
+#[tokio::test]
+async fn ex_ope_5050_ocsp_response_signed_by_a_delegated_responder_of_the_ca_is_accepted() {
+    let pki = pki_with_responders();
+    let responder = responder_of(&pki, "ocsp-responder");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ocsp_store(dir.path(), &format!("http://{}/", responder.addr));
+    store
+        .validate_online("ocsp-hard", &der(n::SERVER_A), &[], now())
+        .await
+        .expect("good, signed by the delegated responder");
+    let reason = refusal(
+        store
+            .validate_online("ocsp-hard", &der(n::SERVER_A_REVOKED), &[], now())
+            .await,
+    );
+    assert!(matches!(reason, Refusal::RevokedOcsp { .. }), "{reason}");
+}
+
 #[tokio::test]
 async fn ex_ope_5050_ocsp_response_signed_by_an_unauthorised_responder_is_refused() {
     // server-a is issued by the right CA but has no EKU id-kp-OCSPSigning.
@@ -255,6 +294,23 @@ async fn ex_ope_5050_ocsp_response_signed_by_an_unauthorised_responder_is_refuse
         matches!(&reason, Refusal::RevocationUnknown { why }
             if why.contains("not signed by the issuing CA or an authorised responder")
                 && why.contains("lacks EKU id-kp-OCSPSigning")),
+        "{reason}"
+    );
+    drop(responder);
+
+    // An OCSP signing certificate, but of another CA.
+    let pki = pki_with_responders();
+    let responder = responder_of(&pki, "ocsp-responder-other-ca");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ocsp_store(dir.path(), &format!("http://{}/", responder.addr));
+    let reason = refusal(
+        store
+            .validate_online("ocsp-hard", &der(n::SERVER_A), &[], now())
+            .await,
+    );
+    assert!(
+        matches!(&reason, Refusal::RevocationUnknown { why }
+            if why.contains("is not issued by the certificate's CA")),
         "{reason}"
     );
 }
