@@ -350,7 +350,11 @@ fn verify_response(
         CertStatus::Good(_) => Status::Good,
         CertStatus::Revoked(info) => Status::Revoked(Refusal::RevokedOcsp {
             issuer: issuer_dn,
-            serial: crate::anchors::hex(cert_id.serial_number.as_bytes()),
+            // As the CRL refusals write it: big-endian, without the DER sign octet.
+            serial: crate::anchors::hex(match cert_id.serial_number.as_bytes() {
+                [0, rest @ ..] if !rest.is_empty() => rest,
+                all => all,
+            }),
             revoked_at: time_str(unix(&info.revocation_time)),
         }),
         CertStatus::Unknown(_) => Status::Unknown(Refusal::RevocationUnknown {
