@@ -18,6 +18,10 @@ pub struct AnnuaireConfig {
     /// Age of the last good refresh after which the cache is reported stale.
     #[serde(with = "humantime_serde", default = "default_stale_after")]
     pub stale_after: Duration,
+    /// PEM bundle of the CAs trusted for `https://` sources (the national gateway and the
+    /// extraction's download site use public CAs).
+    #[serde(default = "default_ca_bundle")]
+    pub ca_bundle: PathBuf,
     /// A new load with fewer entries than this percentage of the current one is refused.
     #[serde(default = "default_sanity_floor")]
     pub sanity_floor_percent: u8,
@@ -35,7 +39,7 @@ pub struct AnnuaireConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractionSource {
-    /// `http://…` URL, or `file:///…` for a file dropped on the appliance.
+    /// `https://…` or `http://…` URL, or `file:///…` for a file dropped on the appliance.
     pub url: String,
     #[serde(with = "humantime_serde", default = "default_download_timeout")]
     pub timeout: Duration,
@@ -128,6 +132,9 @@ pub struct LdapServerConfig {
     pub max_connections: usize,
 }
 
+fn default_ca_bundle() -> PathBuf {
+    PathBuf::from("/etc/ssl/certs/ca-certificates.crt")
+}
 fn default_refresh_every() -> Duration {
     Duration::from_secs(24 * 3600)
 }

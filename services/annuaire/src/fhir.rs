@@ -1,6 +1,8 @@
 //! The Annuaire Santé FHIR API: `PractitionerRole` searches on `mailbox-mss`, paged through
 //! `link[rel=next]`, BAL types filtered locally (the gateway ignores `mailbox-mss-type`).
 
+use std::path::Path;
+
 use serde_json::Value;
 
 use crate::config::FhirSource;
@@ -13,7 +15,7 @@ const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 const METADATA_EXTENSION: &str = "as-ext-mailbox-mss-metadata";
 
 /// Every mailbox of the configured search, across all pages (at most `max_pages`).
-pub async fn fetch(config: &FhirSource, api_key: &str) -> Result<Vec<Entry>> {
+pub async fn fetch(config: &FhirSource, api_key: &str, ca_bundle: &Path) -> Result<Vec<Entry>> {
     let base = config.base_url.trim_end_matches('/');
     let mut url = format!(
         "{base}/PractitionerRole?mailbox-mss:contains={}",
@@ -35,6 +37,7 @@ pub async fn fetch(config: &FhirSource, api_key: &str) -> Result<Vec<Entry>> {
                 ("ESANTE-API-KEY", api_key),
                 ("Accept", "application/fhir+json"),
             ],
+            ca_bundle,
             config.timeout,
             MAX_PAGE_BYTES,
         )

@@ -27,7 +27,7 @@ pub async fn refresh(config: &AnnuaireConfig, cache: &Cache) -> Result<RefreshRe
     let mut rejected = Vec::new();
     let mut rejected_count = 0;
     if let Some(source) = &config.extraction {
-        let data = read_source(&source.url, source.timeout, &limits).await?;
+        let data = read_source(&source.url, &config.ca_bundle, source.timeout, &limits).await?;
         let parsed = extraction::parse(&source.url, &data, &limits)?;
         tracing::info!(url = %source.url, rows = parsed.rows, rejected = parsed.rejected_count, "extraction parsed");
         rejected_count += parsed.rejected_count;
@@ -42,7 +42,7 @@ pub async fn refresh(config: &AnnuaireConfig, cache: &Cache) -> Result<RefreshRe
             .iter()
             .map(|e| e.mail.to_ascii_lowercase())
             .collect();
-        for entry in crate::fhir::fetch(fhir, key.trim()).await? {
+        for entry in crate::fhir::fetch(fhir, key.trim(), &config.ca_bundle).await? {
             // The extraction and the API describe the same mailboxes; keep one of each.
             if seen.insert(entry.mail.to_ascii_lowercase()) {
                 entries.push(entry);
@@ -86,7 +86,12 @@ pub async fn refresh_loop(config: AnnuaireConfig, cache: Arc<Cache>) {
     }
 }
 
-async fn read_source(url: &str, timeout: Duration, limits: &Limits) -> Result<Vec<u8>> {
+async fn read_source(
+    url: &str,
+    ca_bundle: &std::path::Path,
+    timeout: Duration,
+    limits: &Limits,
+) -> Result<Vec<u8>> {
     let max = usize::try_from(limits.max_file_bytes).unwrap_or(usize::MAX);
     if let Some(path) = url.strip_prefix("file://") {
         let path = std::path::Path::new(path);
@@ -101,7 +106,9 @@ async fn read_source(url: &str, timeout: Duration, limits: &Limits) -> Result<Ve
         }
         return std::fs::read(path).map_err(|e| AnnuaireError::io(path, "read extraction", e));
     }
-    Ok(crate::http::get("extraction", url, &[], timeout, max)
-        .await?
-        .to_vec())
+    Ok(
+        crate::http::get("extraction", url, &[], ca_bundle, timeout, max)
+            .await?
+            .to_vec(),
+    )
 }
