@@ -86,6 +86,8 @@ struct Generation {
 pub struct Cache {
     dir: PathBuf,
     current: RwLock<Option<Arc<Generation>>>,
+    /// One refresh at a time in this process (the floor check and the swap go together).
+    replacing: tokio::sync::Mutex<()>,
 }
 
 impl Cache {
@@ -101,6 +103,7 @@ impl Cache {
         Ok(Self {
             dir: dir.to_owned(),
             current: RwLock::new(current),
+            replacing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -119,6 +122,7 @@ impl Cache {
     /// Build a new generation from `entries`, verify it, and make it current atomically.
     /// On any error the previous generation stays current.
     pub async fn replace(&self, entries: &[Entry], info: &LoadInfo) -> Result<CacheStatus> {
+        let _one_at_a_time = self.replacing.lock().await;
         if let Some(old) = self.status() {
             let floor = old.entries * usize::from(info.sanity_floor_percent) / 100;
             if entries.len() < floor {

@@ -37,6 +37,14 @@ pub enum AnnuaireError {
         #[source]
         source: std::io::Error,
     },
+    /// The LAN LDAP server could not listen.
+    #[error("LDAP server {addr}: {context}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// A search the user typed cannot be run as is.
     #[error("search refused: {reason}")]
     BadQuery { reason: String },

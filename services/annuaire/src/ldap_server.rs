@@ -50,13 +50,14 @@ pub struct LdapServer {
 impl LdapServer {
     /// Bind the configured address.
     pub async fn bind(config: LdapServerConfig, cache: Arc<Cache>) -> Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| AnnuaireError::Io {
-                path: config.listen.to_string().into(),
-                context: "bind LDAP server",
-                source: e,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| AnnuaireError::Listen {
+                    addr: config.listen,
+                    context: "bind",
+                    source: e,
+                })?;
         Ok(Self {
             listener,
             config,
@@ -67,11 +68,13 @@ impl LdapServer {
 
     /// The address actually bound (port 0 in the config picks a free one).
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.listener.local_addr().map_err(|e| AnnuaireError::Io {
-            path: self.config.listen.to_string().into(),
-            context: "LDAP server address",
-            source: e,
-        })
+        self.listener
+            .local_addr()
+            .map_err(|e| AnnuaireError::Listen {
+                addr: self.config.listen,
+                context: "local address",
+                source: e,
+            })
     }
 
     /// Serve until the task is dropped or aborted.
