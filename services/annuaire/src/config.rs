@@ -130,6 +130,22 @@ pub struct LdapServerConfig {
     /// Most concurrent client connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Serve clients that bind anonymously or not at all (the usual for an address book).
+    #[serde(default = "default_true")]
+    pub allow_anonymous: bool,
+    /// Local accounts for simple bind.
+    #[serde(default)]
+    pub accounts: Vec<LdapAccount>,
+}
+
+/// A local account of the LAN LDAP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapAccount {
+    /// Bind DN, e.g. `cn=lps,ou=annuaire,o=passerelle`.
+    pub dn: String,
+    /// argon2 PHC string (`$argon2id$v=19$…`): a hash, never the password.
+    pub password_hash: String,
 }
 
 fn default_ca_bundle() -> PathBuf {
@@ -170,6 +186,9 @@ fn default_server_size() -> usize {
 }
 fn default_server_time() -> Duration {
     Duration::from_secs(10)
+}
+fn default_true() -> bool {
+    true
 }
 fn default_max_connections() -> usize {
     64

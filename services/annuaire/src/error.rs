@@ -37,6 +37,9 @@ pub enum AnnuaireError {
         #[source]
         source: std::io::Error,
     },
+    /// A configuration value is unusable.
+    #[error("annuaire configuration: {reason}")]
+    Config { reason: String },
     /// The LAN LDAP server could not listen.
     #[error("LDAP server {addr}: {context}: {source}")]
     Listen {

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
 use futures::{SinkExt as _, StreamExt as _};
 use ldap3_proto::LdapCodec;
 use ldap3_proto::proto::{
@@ -50,6 +52,18 @@ pub struct LdapServer {
 impl LdapServer {
     /// Bind the configured address.
     pub async fn bind(config: LdapServerConfig, cache: Arc<Cache>) -> Result<Self> {
+        if let Some(bad) = config
+            .accounts
+            .iter()
+            .find(|a| PasswordHash::new(&a.password_hash).is_err())
+        {
+            return Err(AnnuaireError::Config {
+                reason: format!(
+                    "LDAP account {}: password_hash is not an argon2 PHC string",
+                    bad.dn
+                ),
+            });
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -112,6 +126,8 @@ async fn serve_connection(
     cache: &Cache,
     limits: &QueryLimits,
 ) {
+    // Until a bind says otherwise, a client may search only where anonymous use is allowed.
+    let mut may_search = config.allow_anonymous;
     let mut framed = Framed::new(
         stream,
         LdapCodec::new(Some(MAX_MESSAGE_BYTES), Some(MAX_BER_DEPTH)),
@@ -127,7 +143,18 @@ async fn serve_connection(
         };
         let msgid = msg.msgid;
         let replies = match msg.op {
-            LdapOp::BindRequest(bind) => vec![bind_reply(msgid, &bind.dn, &bind.cred)],
+            LdapOp::BindRequest(request) => {
+                let (answer, allowed) = bind(msgid, &request.dn, &request.cred, config).await;
+                may_search = allowed;
+                vec![answer]
+            }
+            LdapOp::SearchRequest(_) if !may_search => vec![reply(
+                msgid,
+                LdapOp::SearchResultDone(result(
+                    LdapResultCode::InsufficentAccessRights,
+                    "bind with a local account first",
+                )),
+            )],
             LdapOp::SearchRequest(request) => {
                 search(msgid, &request, config, cache, limits, peer).await
             }
@@ -186,27 +213,81 @@ fn read_only() -> LdapResult {
     )
 }
 
-fn bind_reply(msgid: i32, dn: &str, cred: &LdapBindCred) -> LdapMsg {
-    let res = match cred {
+/// Longest password checked: argon2 cost must not be driven by the client.
+const MAX_PASSWORD_BYTES: usize = 256;
+
+/// Answer a bind, and whether the connection may now search: a failed bind leaves it
+/// anonymous (RFC 4511 §4.2.1).
+async fn bind(
+    msgid: i32,
+    dn: &str,
+    cred: &LdapBindCred,
+    config: &LdapServerConfig,
+) -> (LdapMsg, bool) {
+    let (res, allowed) = match cred {
         LdapBindCred::Simple(pw) if dn.is_empty() && pw.is_empty() => {
-            result(LdapResultCode::Success, "")
+            if config.allow_anonymous {
+                (result(LdapResultCode::Success, ""), true)
+            } else {
+                (
+                    result(
+                        LdapResultCode::InappropriateAuthentication,
+                        "anonymous bind is not allowed here: bind with a local account",
+                    ),
+                    false,
+                )
+            }
         }
-        LdapBindCred::Simple(_) => result(
-            LdapResultCode::InvalidCredentials,
-            "only anonymous bind is offered",
-        ),
-        _ => result(
-            LdapResultCode::AuthMethodNotSupported,
-            "only anonymous simple bind is offered",
+        LdapBindCred::Simple(pw) => {
+            if check_password(config, dn, pw).await {
+                (result(LdapResultCode::Success, ""), true)
+            } else {
+                tracing::info!(dn, "LDAP bind refused");
+                (
+                    result(LdapResultCode::InvalidCredentials, "invalid credentials"),
+                    config.allow_anonymous,
+                )
+            }
+        }
+        _ => (
+            result(
+                LdapResultCode::AuthMethodNotSupported,
+                "only simple bind is offered",
+            ),
+            config.allow_anonymous,
         ),
     };
-    reply(
+    let msg = reply(
         msgid,
         LdapOp::BindResponse(LdapBindResponse {
             res,
             saslcreds: None,
         }),
-    )
+    );
+    (msg, allowed)
+}
+
+async fn check_password(config: &LdapServerConfig, dn: &str, password: &str) -> bool {
+    let dn = normalise_dn(dn);
+    let Some(account) = config.accounts.iter().find(|a| normalise_dn(&a.dn) == dn) else {
+        return false;
+    };
+    // An empty password is an unauthenticated bind (RFC 4513 §5.1.2): never a success.
+    if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
+        return false;
+    }
+    let hash = account.password_hash.clone();
+    let password = password.to_owned();
+    // argon2 is deliberately slow: keep it off the connection tasks' worker.
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+    })
+    .await
+    .unwrap_or(false)
 }
 
 async fn search(

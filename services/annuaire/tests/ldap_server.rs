@@ -26,9 +26,13 @@ impl Drop for Running {
 }
 
 async fn start(size_limit: usize) -> Running {
+    start_with(size_limit, "").await
+}
+
+async fn start_with(size_limit: usize, extra: &str) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
-        "cache_dir = {:?}\n[extraction]\nurl = \"file://{FIXTURE}\"\n[ldap_server]\nlisten = \"127.0.0.1:0\"\nbase_dn = \"{BASE}\"\nsize_limit = {size_limit}\n",
+        "cache_dir = {:?}\n[extraction]\nurl = \"file://{FIXTURE}\"\n[ldap_server]\nlisten = \"127.0.0.1:0\"\nbase_dn = \"{BASE}\"\nsize_limit = {size_limit}\n{extra}",
         dir.path().join("cache").display().to_string()
     );
     let config: AnnuaireConfig = toml::from_str(&toml).expect("config");
@@ -235,4 +239,67 @@ async fn hostile_filters_are_refused_with_a_reason_and_the_server_keeps_serving(
     assert_eq!(entry.attrs["o"], ["Maison de santé des Forges"]);
     assert_eq!(entry.attrs["l"], ["42100 SAINT-ÉTIENNE"]);
     assert_eq!(entry.attrs["description"], ["PER"]);
+}
+
+/// PHC string of `password` (fixed salt: the test only needs a valid hash).
+fn hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0").expect("salt");
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("hash")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_account_bind_when_anonymous_use_is_off() {
+    let dn = "cn=lps,ou=annuaire,o=passerelle";
+    let extra = format!(
+        "allow_anonymous = false\n[[ldap_server.accounts]]\ndn = \"{dn}\"\npassword_hash = \"{}\"\n",
+        hash("s3cret-lps")
+    );
+    let server = start_with(50, &extra).await;
+    let search = |args: Vec<String>| {
+        let addr = server.addr;
+        async move {
+            let out = tokio::process::Command::new("ldapsearch")
+                .args(["-x", "-LLL", "-H"])
+                .arg(format!("ldap://{addr}"))
+                .args(args)
+                .args(["-b", BASE, "(sn=lefevre)", "mail"])
+                .output()
+                .await
+                .expect("ldapsearch");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    };
+    // Anonymous: refused with inappropriateAuthentication (48).
+    let (code, _) = search(Vec::new()).await;
+    assert_eq!(code, 48);
+    // Wrong password: invalidCredentials (49).
+    let (code, _) = search(vec!["-D".into(), dn.into(), "-w".into(), "guess".into()]).await;
+    assert_eq!(code, 49);
+    // The local account searches.
+    let (code, ldif) = search(vec![
+        "-D".into(),
+        dn.into(),
+        "-w".into(),
+        "s3cret-lps".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{ldif}");
+    assert_eq!(mails(&ldif), ["helene.lefevre@exemple-sante.mssante.fr"]);
+    // A client that never binds gets insufficientAccessRights (50).
+    let (conn, mut ldap) = LdapConnAsync::new(&format!("ldap://{}", server.addr))
+        .await
+        .expect("connect");
+    ldap3::drive!(conn);
+    let result = ldap
+        .search(BASE, Scope::Subtree, "(sn=lefevre)", vec!["mail"])
+        .await
+        .expect("search");
+    assert_eq!(result.1.rc, 50);
 }
