@@ -55,7 +55,15 @@ pub async fn fetch(config: &FhirSource, api_key: &str, ca_bundle: &Path) -> Resu
                 .and_then(|l| l["url"].as_str())
         });
         match next {
-            Some(next) => next.clone_into(&mut url),
+            // The API key goes with every page: never to another server than the configured one.
+            Some(next) if same_origin(next, base) => next.clone_into(&mut url),
+            Some(next) => {
+                return Err(AnnuaireError::Source {
+                    source_name: "fhir",
+                    url,
+                    reason: format!("next page {next:?} is not under {base}"),
+                });
+            }
             None => break,
         }
     }
@@ -63,8 +71,8 @@ pub async fn fetch(config: &FhirSource, api_key: &str, ca_bundle: &Path) -> Resu
     Ok(entries)
 }
 
-/// The mailboxes of one Bundle: each `PractitionerRole` (or `Organization`) telecom whose
-/// system is `email` and which carries the mailbox-mss metadata extension. Red-listed
+/// The mailboxes of one Bundle: each telecom of a `PractitionerRole` (or `Organization`)
+/// that carries the mailbox-mss metadata extension. Red-listed
 /// mailboxes (`listeRouge`) and types not asked for are left out.
 fn mailboxes(bundle: &Value, bal_types: &[String]) -> Vec<Entry> {
     let resources: Vec<&Value> = bundle["entry"]
@@ -75,10 +83,9 @@ fn mailboxes(bundle: &Value, bal_types: &[String]) -> Vec<Entry> {
     let practitioner = |reference: &str| {
         resources.iter().find(|r| {
             r["resourceType"] == "Practitioner"
-                && reference.ends_with(&format!(
-                    "Practitioner/{}",
-                    r["id"].as_str().unwrap_or("\u{0}")
-                ))
+                && r["id"]
+                    .as_str()
+                    .is_some_and(|id| reference.ends_with(&format!("Practitioner/{id}")))
         })
     };
     let mut out = Vec::new();
@@ -144,6 +151,18 @@ fn mailboxes(bundle: &Value, bal_types: &[String]) -> Vec<Entry> {
         }
     }
     out
+}
+
+fn same_origin(url: &str, base: &str) -> bool {
+    let origin = |u: &str| {
+        u.parse::<hyper::Uri>().ok().map(|u| {
+            (
+                u.scheme_str().map(str::to_owned),
+                u.authority().map(ToString::to_string),
+            )
+        })
+    };
+    origin(url).is_some_and(|o| Some(o) == origin(base))
 }
 
 fn percent_encode(text: &str) -> String {

@@ -175,3 +175,27 @@ async fn ex_2_1_3_5020_a_stalled_or_refusing_fhir_gateway_leaves_the_cache_servi
     let q = Query::free_text("lefevre", &QueryLimits::default()).expect("query");
     assert_eq!(cache.search(&q, 10).await.expect("search").entries.len(), 1);
 }
+
+#[tokio::test]
+async fn a_next_link_to_another_server_is_refused_so_the_api_key_stays_home() {
+    let (base, pages) = serve(Router::new().route(
+        "/fhir/v2/PractitionerRole",
+        get(|headers: HeaderMap| async move {
+            assert_eq!(
+                headers.get("ESANTE-API-KEY").and_then(|v| v.to_str().ok()),
+                Some(KEY)
+            );
+            Json(page(Some("http://198.51.100.7/steal"), Vec::new()))
+        }),
+    ))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), &base, "5s");
+    let cache = Cache::open(&config.cache_dir).await.expect("cache");
+    let err = refresh(&config, &cache)
+        .await
+        .expect_err("foreign next link");
+    assert!(err.to_string().contains("is not under"), "{err}");
+    assert_eq!(pages.load(Ordering::SeqCst), 0);
+    assert!(cache.status().is_none());
+}
