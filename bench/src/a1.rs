@@ -67,6 +67,8 @@ async fn a1() -> anyhow::Result<()> {
             size_limit: 1000,
             time_limit: Duration::from_secs(30),
             max_connections: 8,
+            allow_anonymous: true,
+            accounts: Vec::new(),
         },
         Arc::clone(&cache),
     )
