@@ -1,0 +1,23 @@
+//! SMTP protocol engine shared by the practice profile (LAN submission, API LPS client),
+//! the operator connector (TM3.1P inbound, TM3.2P outbound) and SESAM-Vitale lots.
+//!
+//! - [`server`]: [`serve`] runs bounded ESMTP sessions (STARTTLS, AUTH, PIPELINING, SIZE,
+//!   8BITMIME, ENHANCEDSTATUSCODES) and asks a [`Handler`] for every decision; the
+//!   handler answers `250` to DATA only once the message is durable.
+//! - [`client`]: [`SmtpClient`] with mandatory STARTTLS before AUTH or mail (TLS-05),
+//!   AUTH PLAIN / XOAUTH2 with SASL-IR (EX_LPS_0700/0900), per-recipient results, LMTP.
+//! - [`dsn`]: RFC 3464 delivery status notifications.
+//!
+//! The crate knows nothing of queues or the daemon.
+
+mod error;
+mod io;
+mod reply;
+pub mod server;
+
+pub use error::{ErrorKind, SmtpError};
+pub use reply::Reply;
+pub use server::{
+    AuthDecision, AuthMechanism, Envelope, Handler, MailFrom, ServerConfig, SessionInfo, TlsInfo,
+    serve,
+};
