@@ -1,0 +1,112 @@
+//! The verified list in memory: domains ↔ operator certificate DNs, many-to-many (EX_LBL_5010),
+//! DNs compared after RFC 4518 normalisation ([`passerelle_trust::Dn`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use passerelle_trust::Dn;
+
+/// One `Domaine` entry as read from the verified document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Domaine {
+    pub nom: String,
+    pub description: Option<String>,
+    /// The DNs as written (RFC 2253 strings); none when the operator has no certificate yet.
+    pub dns: Vec<String>,
+    pub date_maj: Option<String>,
+}
+
+/// The index built from a verified list. Domain names are compared case-insensitively (DNS).
+#[derive(Clone, Debug, Default)]
+pub struct ListeBlanche {
+    version_format: Option<String>,
+    date_de_generation: Option<String>,
+    domains: BTreeMap<String, BTreeSet<usize>>,
+    dns: Vec<Dn>,
+    by_dn: HashMap<Dn, usize>,
+    domains_of_dn: Vec<BTreeSet<String>>,
+}
+
+impl ListeBlanche {
+    pub(crate) fn new(
+        version_format: Option<String>,
+        date_de_generation: Option<String>,
+        entries: Vec<(Domaine, Vec<Dn>)>,
+    ) -> Self {
+        let mut list = ListeBlanche {
+            version_format,
+            date_de_generation,
+            ..ListeBlanche::default()
+        };
+        for (entry, dns) in entries {
+            let domain = entry.nom.to_ascii_lowercase();
+            let ids = list.domains.entry(domain.clone()).or_default();
+            for dn in dns {
+                let id = *list.by_dn.entry(dn.clone()).or_insert_with(|| {
+                    list.dns.push(dn);
+                    list.domains_of_dn.push(BTreeSet::new());
+                    list.dns.len() - 1
+                });
+                ids.insert(id);
+                list.domains_of_dn[id].insert(domain.clone());
+            }
+        }
+        list
+    }
+
+    /// `versionFormat` of the list.
+    pub fn version_format(&self) -> Option<&str> {
+        self.version_format.as_deref()
+    }
+
+    /// `DateDeGeneration` of the list, as written.
+    pub fn date_de_generation(&self) -> Option<&str> {
+        self.date_de_generation.as_deref()
+    }
+
+    /// Number of distinct domains.
+    pub fn domain_count(&self) -> usize {
+        self.domains.len()
+    }
+
+    /// Every listed domain, lowercase, sorted.
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.domains.keys().map(String::as_str)
+    }
+
+    /// EX_3.2_5060, EX_3.1_5030 step 6: the domain is in the list.
+    pub fn is_domain_listed(&self, domain: &str) -> bool {
+        self.domains.contains_key(&domain.to_ascii_lowercase())
+    }
+
+    /// EX_3.1_5030 step 4: the certificate DN is in the list (for any domain).
+    pub fn is_dn_listed(&self, dn: &Dn) -> bool {
+        self.by_dn.contains_key(dn)
+    }
+
+    /// EX_3.1_5030 step 5–6, EX_3.2_5050 step 6: the DN is recorded for this domain.
+    pub fn dn_allowed_for_domain(&self, dn: &Dn, domain: &str) -> bool {
+        match (
+            self.by_dn.get(dn),
+            self.domains.get(&domain.to_ascii_lowercase()),
+        ) {
+            (Some(id), Some(ids)) => ids.contains(id),
+            _ => false,
+        }
+    }
+
+    /// The DNs recorded for a domain.
+    pub fn dns_for_domain(&self, domain: &str) -> Vec<&Dn> {
+        self.domains
+            .get(&domain.to_ascii_lowercase())
+            .map(|ids| ids.iter().map(|&i| &self.dns[i]).collect())
+            .unwrap_or_default()
+    }
+
+    /// The domains recorded for a DN.
+    pub fn domains_for_dn(&self, dn: &Dn) -> Vec<&str> {
+        self.by_dn
+            .get(dn)
+            .map(|&i| self.domains_of_dn[i].iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+}
