@@ -1,0 +1,1 @@
+//! Visiodroits/AMC rights proxy (issue #7).
