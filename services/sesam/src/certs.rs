@@ -154,33 +154,39 @@ pub fn validate_for(
         env: env.as_str(),
         why,
     };
-    let stale_crl = match trust.validate(profile, &cert, &[], now) {
-        Ok(_) => None,
-        Err(e) => match e.refusal() {
-            Some(Refusal::CrlExpired {
-                issuer,
-                next_update,
-                ..
-            }) => {
-                // [CP2]: check against the CRL already present, at an instant it was valid.
-                let at = parse_crl_time(next_update).ok_or_else(|| {
-                    refused(format!(
-                        "CRL of {issuer}: unreadable nextUpdate {next_update}"
-                    ))
-                })?;
-                match trust.validate(profile, &cert, &[], UnixTime::since_unix_epoch(at)) {
-                    Ok(_) => {
-                        tracing::warn!(flow = flow.as_str(), env = env.as_str(), issuer = %issuer, next_update = %next_update, "[CP2] CRL out of date; certificate checked against it, sending continues");
-                        Some(format!(
-                            "[CP2] the CRL of {issuer} expired at {next_update}"
+    // [CP2]: while the answer is "CRL out of date", ask again at the end of that CRL's
+    // validity, so the certificate is checked against the CRL already present. A full and a
+    // delta CRL may both be stale, hence more than one round.
+    let mut at = now;
+    let mut stale_crl = None;
+    let mut rounds = 0;
+    loop {
+        match trust.validate(profile, &cert, &[], at) {
+            Ok(_) => break,
+            Err(e) => match e.refusal() {
+                Some(Refusal::CrlExpired {
+                    issuer,
+                    next_update,
+                    ..
+                }) if rounds < 3 => {
+                    let next = parse_crl_time(next_update).ok_or_else(|| {
+                        refused(format!(
+                            "CRL of {issuer}: unreadable nextUpdate {next_update}"
                         ))
+                    })?;
+                    if stale_crl.is_none() {
+                        tracing::warn!(flow = flow.as_str(), env = env.as_str(), issuer = %issuer, next_update = %next_update, "[CP2] CRL out of date; certificate checked against it, sending continues");
+                        stale_crl = Some(format!(
+                            "[CP2] the CRL of {issuer} expired at {next_update}"
+                        ));
                     }
-                    Err(e) => return Err(refusal_to_error(e, flow, env)),
+                    at = UnixTime::since_unix_epoch(next);
+                    rounds += 1;
                 }
-            }
-            _ => return Err(refusal_to_error(e, flow, env)),
-        },
-    };
+                _ => return Err(refusal_to_error(e, flow, env)),
+            },
+        }
+    }
     Ok(Accepted {
         recipient: Recipient::from_der(der)?,
         not_before,
