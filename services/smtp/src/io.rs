@@ -59,6 +59,12 @@ impl LineIo {
         self.io.flush().await
     }
 
+    /// Writes bytes now, bypassing the queue (large DATA payloads).
+    pub(crate) async fn write_now(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.flush().await?;
+        self.io.write_all(bytes).await
+    }
+
     /// Whether the peer already sent more than we have consumed.
     pub(crate) fn has_buffered_input(&self) -> bool {
         self.pos < self.buf.len()

@@ -10,11 +10,15 @@
 //!
 //! The crate knows nothing of queues or the daemon.
 
+pub mod client;
 mod error;
 mod io;
 mod reply;
 pub mod server;
 
+pub use client::{
+    Capabilities, ClientConfig, Delivery, RecipientResult, SmtpClient, xoauth2_initial_response,
+};
 pub use error::{ErrorKind, SmtpError};
 pub use reply::Reply;
 pub use server::{
