@@ -22,8 +22,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::error::ListeBlancheError;
 
-/// Name of the profile [`adhoc_trust`] creates.
+/// Name of the signer profile (role `any`) [`adhoc_trust`] creates.
 pub const ADHOC_PROFILE: &str = "liste-blanche";
+/// Name of the HTTPS server profile (role `tls-server`) [`adhoc_trust`] creates, same CAs.
+pub const ADHOC_HTTPS_PROFILE: &str = "liste-blanche-https";
 
 /// Largest file read from the anchors directory.
 const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -97,7 +99,16 @@ pub fn adhoc_trust(anchors_dir: &Path, work: &Path) -> Result<TrustStore, ListeB
         crl_refresh_every: std::time::Duration::from_hours(24),
         crl_sources: Vec::new(),
         tls: TlsOptions::default(),
-        profiles: BTreeMap::from([(ADHOC_PROFILE.to_owned(), profile)]),
+        profiles: BTreeMap::from([
+            (
+                ADHOC_HTTPS_PROFILE.to_owned(),
+                ProfileConfig {
+                    role: PeerRole::TlsServer,
+                    ..profile.clone()
+                },
+            ),
+            (ADHOC_PROFILE.to_owned(), profile),
+        ]),
     };
     let store = TrustStore::load(&config).map_err(|e| ListeBlancheError::Config(e.to_string()))?;
     for (path, bytes) in crls {

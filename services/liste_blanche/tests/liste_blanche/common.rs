@@ -21,13 +21,17 @@ pub fn pki() -> &'static TestPki {
 /// the IGC-Santé Élémentaire root, the Organisations CA and its CRLs.
 pub struct Env {
     pub dir: tempfile::TempDir,
-    pub store: TrustStore,
+    pub store: std::sync::Arc<TrustStore>,
 }
 
 impl Env {
     pub fn new() -> Self {
+        Self::with(pki())
+    }
+
+    pub fn with(pki: &TestPki) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        pki().write_to(&dir.path().join("pki")).expect("write pki");
+        pki.write_to(&dir.path().join("pki")).expect("write pki");
         let anchors = dir.path().join("anchors");
         std::fs::create_dir_all(&anchors).expect("mkdir");
         for ca in [names::ACR_EL, names::ACI_EL_ORG] {
@@ -43,7 +47,10 @@ impl Env {
         }
         let work = dir.path().join("work");
         let store = adhoc_trust(&anchors, &work).expect("adhoc trust");
-        Env { dir, store }
+        Env {
+            dir,
+            store: std::sync::Arc::new(store),
+        }
     }
 
     pub fn pki_file(&self, name: &str) -> PathBuf {

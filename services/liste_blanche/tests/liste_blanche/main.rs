@@ -2,4 +2,5 @@
 //! them, the local copy and the fetch over real HTTPS.
 
 mod common;
+mod service;
 mod verify;
