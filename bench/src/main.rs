@@ -7,6 +7,7 @@
 //! under the build's target directory so it sits on the same disk as the product's data
 //! would (not on a tmpfs).
 
+mod a1;
 mod k1;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ enum Bench {
     Q1(Q1Args),
     /// K1: TLS handshakes/s with a token-held RSA-2048 key vs the same key in memory.
     K1,
+    /// A1: p99 of LDAP substring searches over 100 000 entries, ours vs slapd.
+    A1,
     /// Every bench with its defaults.
     All,
 }
@@ -89,9 +92,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::Q1(args) => println!("{}", q1(&scratch, &args).await?),
         Bench::K1 => k1::run()?,
+        Bench::A1 => a1::run()?,
         Bench::All => {
             println!("{}", q1(&scratch, &Q1Args::default()).await?);
             k1::run()?;
+            a1::run()?;
         }
     }
     Ok(())

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use passerelle_annuaire::AnnuaireConfig;
 pub use passerelle_keystore::KeystoreConfig;
 pub use passerelle_queue::QueueConfig;
 pub use passerelle_trust::TrustConfig;
@@ -94,6 +95,8 @@ pub struct Config {
     pub keystore: Option<KeystoreConfig>,
     /// Pinned anchors, trust profiles and CRLs (issue #3).
     pub trust: Option<TrustConfig>,
+    /// The local Annuaire Santé cache and its LAN LDAP server (issue #10).
+    pub annuaire: Option<AnnuaireConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

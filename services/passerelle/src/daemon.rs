@@ -52,6 +52,38 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }));
     }
 
+    // The address book keeps answering from its cache whatever the link does (EX_2.1.3_5020).
+    let mut annuaire_api = None;
+    if let Some(annuaire) = &config.annuaire {
+        let cache = Arc::new(
+            passerelle_annuaire::Cache::open(&annuaire.cache_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the annuaire cache in {}",
+                        annuaire.cache_dir.display()
+                    )
+                })?,
+        );
+        background.push(tokio::spawn(passerelle_annuaire::refresh_loop(
+            annuaire.clone(),
+            Arc::clone(&cache),
+        )));
+        if let Some(ldap) = &annuaire.ldap_server {
+            let server = passerelle_annuaire::ldap_server::LdapServer::bind(
+                ldap.clone(),
+                Arc::clone(&cache),
+            )
+            .await
+            .context("binding the annuaire LDAP server")?;
+            background.push(tokio::spawn(server.run()));
+        }
+        annuaire_api = Some(passerelle_annuaire::api::router(
+            cache,
+            annuaire.stale_after,
+        ));
+    }
+
     let listener = TcpListener::bind(config.status.listen)
         .await
         .with_context(|| format!("binding the status listener on {}", config.status.listen))?;
@@ -63,10 +95,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "passerelle started"
     );
 
-    let app = status::router(status::State {
+    let mut app = status::router(status::State {
         queue: Arc::clone(&queue),
         profile: config.general.profile,
     });
+    if let Some(api) = annuaire_api {
+        app = app.merge(api);
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

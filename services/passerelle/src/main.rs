@@ -2,6 +2,7 @@
 //! are what an operator or the web admin runs by hand. Later issues add `keystore`, `trust`,
 //! `liste-blanche`, `sesam`, `annuaire` and `vendor` here.
 
+mod cmd_annuaire;
 mod cmd_keystore;
 mod cmd_trust;
 mod daemon;
@@ -36,6 +37,17 @@ enum Command {
     /// Pinned anchors and certificate validation (RE_OPE_5040, EX_OPE_5020–5050).
     #[command(subcommand)]
     Trust(cmd_trust::TrustCommand),
+    /// The local Annuaire Santé cache: refresh it, search it.
+    Annuaire(AnnuaireArgs),
+}
+
+#[derive(Debug, Args)]
+struct AnnuaireArgs {
+    /// Configuration file whose `[annuaire]` table configures the sources and the cache.
+    #[arg(long, value_name = "FILE", default_value = passerelle_config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: cmd_annuaire::AnnuaireCommand,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +115,20 @@ fn main() -> ExitCode {
                     "passerelle: {}: no [keystore] table (module, token_label, pin_file)",
                     args.config.display()
                 );
+                ExitCode::from(2)
+            }
+            Err(err) => {
+                eprintln!("passerelle: {err}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Annuaire(args) => match Config::load(&args.config) {
+            Ok(Config {
+                annuaire: Some(annuaire),
+                ..
+            }) => cmd_annuaire::run(args.command, &annuaire),
+            Ok(_) => {
+                eprintln!("passerelle: {}: no [annuaire] table", args.config.display());
                 ExitCode::from(2)
             }
             Err(err) => {
