@@ -98,6 +98,15 @@ impl Recipient {
     }
 }
 
+/// The DER of a PEM certificate (the form the reference command and the CLI take).
+pub fn certificate_der_from_pem(pem: &[u8]) -> Result<Vec<u8>, SesamError> {
+    Ok(Certificate::from_pem(pem)
+        .map_err(|e| SesamError::Certificate {
+            why: format!("not a PEM X.509 certificate: {e}"),
+        })?
+        .to_der()?)
+}
+
 /// Ciphertext length of AES-CBC with PKCS#7 padding: always at least one padding byte.
 pub fn ciphertext_len(plain_len: u64) -> u64 {
     (plain_len / BLOCK as u64 + 1) * BLOCK as u64

@@ -13,7 +13,7 @@ mod error;
 pub mod message;
 
 pub use certs::{Accepted, Profiles, RecipientCertificates, expected_label, validate_for};
-pub use envelope::{Recipient, ciphertext_len, encrypt};
+pub use envelope::{Recipient, certificate_der_from_pem, ciphertext_len, encrypt};
 pub use error::SesamError;
 pub use message::{
     DEFAULT_MAX_LOT_BYTES, Env, Flow, LotMessage, Written, check_subject, content_description,
