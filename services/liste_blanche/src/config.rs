@@ -1,6 +1,5 @@
 //! `[liste_blanche]` configuration; the config crate embeds [`ListeBlancheConfig`].
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use passerelle_trust::Dn;
@@ -14,15 +13,14 @@ pub const PRODUCTION_URL: &str = "https://espacedeconfiance.mssante.fr/listeblan
 /// EX_2.2_5010: the list of the Espace de Confiance de test.
 pub const TEST_URL: &str = "https://espacedeconfiance.test.mssante.fr/listeblanchemssante.xml";
 
-/// Where and how often the list is fetched, who must have signed it, where it is kept.
+/// Where and how often the list is fetched and who must have signed it. The verified copy is
+/// kept under `<general.data_dir>/liste_blanche/`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListeBlancheConfig {
     /// `https://` URL of the list ([`PRODUCTION_URL`] or [`TEST_URL`]).
     #[serde(default = "default_url")]
     pub url: String,
-    /// Directory of the verified local copy (`<data_dir>/liste_blanche/`).
-    pub data_dir: PathBuf,
     /// EX_2.2_5010: every day.
     #[serde(with = "humantime_serde", default = "default_refresh_every")]
     pub refresh_every: Duration,

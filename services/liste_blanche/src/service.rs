@@ -2,6 +2,7 @@
 //! downloaded list verifies (EX_2.2_5035), the daily refresh (EX_2.2_5010), the age alert, and
 //! the cold-start rule: no MSSanté exchange before a first verified list.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -96,8 +97,10 @@ pub struct ListeBlancheService {
 
 impl ListeBlancheService {
     /// Open the local copy and load it if it still verifies (RE_2.2_5010).
+    /// `data_dir` is `general.data_dir`; the copy lives in its `liste_blanche/`.
     pub fn open(
         config: &ListeBlancheConfig,
+        data_dir: &Path,
         trust: Arc<TrustStore>,
     ) -> Result<Self, ListeBlancheError> {
         trust
@@ -110,7 +113,7 @@ impl ListeBlancheService {
             &config.https_profile,
             config.fetch_timeout,
         )?;
-        let local = LocalCopy::open(&config.data_dir)?;
+        let local = LocalCopy::open(data_dir)?;
         let handle = ListeBlancheHandle::empty(config.stale_after);
         let service = ListeBlancheService {
             handle,

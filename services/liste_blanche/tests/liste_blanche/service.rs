@@ -128,10 +128,9 @@ async fn start_server(pki: &TestPki) -> FakeServer {
     FakeServer { port, answers }
 }
 
-fn config(env: &Env, port: u16) -> ListeBlancheConfig {
+fn config(port: u16) -> ListeBlancheConfig {
     ListeBlancheConfig {
         url: format!("https://localhost:{port}/listeblanchemssante.xml"),
-        data_dir: env.dir.path().join("data"),
         refresh_every: Duration::from_hours(24),
         stale_after: Duration::from_hours(72),
         fetch_timeout: Duration::from_secs(2),
@@ -140,6 +139,10 @@ fn config(env: &Env, port: u16) -> ListeBlancheConfig {
         signer_subject: None,
         signer_ou: Some(ANS_OU.to_owned()),
     }
+}
+
+fn data_dir(env: &Env) -> std::path::PathBuf {
+    env.dir.path().join("data")
 }
 
 fn domains(state: &ListeBlancheState) -> usize {
@@ -164,14 +167,15 @@ async fn ex_2_2_5035_fetch_failures_keep_the_last_verified_list() {
     server.push(Answer::Status(500));
     server.push(Answer::Hang);
     server.push(Answer::List(second.clone()));
-    let cfg = config(&env, server.port);
-    let service = ListeBlancheService::open(&cfg, Arc::clone(&env.store)).expect("open");
+    let cfg = config(server.port);
+    let service =
+        ListeBlancheService::open(&cfg, &data_dir(&env), Arc::clone(&env.store)).expect("open");
     let handle = service.handle();
 
     // EX_2.2_5010, EX_2.2_5030: fetched, verified, stored byte for byte.
     let meta = service.refresh().await.expect("first list");
     assert_eq!(meta.domain_count, 4);
-    let current = LocalCopy::open(&cfg.data_dir)
+    let current = LocalCopy::open(&data_dir(&env))
         .expect("local")
         .current_path();
     assert_eq!(std::fs::read(&current).expect("stored"), first);
@@ -209,8 +213,12 @@ async fn ex_2_2_5035_cold_start_without_a_list_refuses_exchange() {
         "<Nom>hopital-a.",
         "<Nom>hopital-b.",
     )));
-    let service = ListeBlancheService::open(&config(&env, server.port), Arc::clone(&env.store))
-        .expect("open");
+    let service = ListeBlancheService::open(
+        &config(server.port),
+        &data_dir(&env),
+        Arc::clone(&env.store),
+    )
+    .expect("open");
     let handle = service.handle();
     assert!(matches!(
         handle.state(now()),
@@ -235,17 +243,19 @@ async fn re_2_2_5010_local_copy_is_verified_again_at_load_and_tampering_is_caugh
     );
     server.push(Answer::List(first));
     server.push(Answer::List(second.clone()));
-    let cfg = config(&env, server.port);
+    let cfg = config(server.port);
     {
-        let service = ListeBlancheService::open(&cfg, Arc::clone(&env.store)).expect("open");
+        let service =
+            ListeBlancheService::open(&cfg, &data_dir(&env), Arc::clone(&env.store)).expect("open");
         service.refresh().await.expect("first");
         service.refresh().await.expect("second");
     }
     // Restart: the copy in use loads after verification.
-    let service = ListeBlancheService::open(&cfg, Arc::clone(&env.store)).expect("reopen");
+    let service =
+        ListeBlancheService::open(&cfg, &data_dir(&env), Arc::clone(&env.store)).expect("reopen");
     assert_eq!(domains(&service.handle().state(now())), 1);
     // Tampered on disk: refused at load, the previous verified copy is used instead.
-    let current = LocalCopy::open(&cfg.data_dir)
+    let current = LocalCopy::open(&data_dir(&env))
         .expect("local")
         .current_path();
     std::fs::write(
@@ -253,7 +263,8 @@ async fn re_2_2_5010_local_copy_is_verified_again_at_load_and_tampering_is_caugh
         replace(&second, "<Nom>operateur-a.", "<Nom>operateur-z."),
     )
     .expect("tamper");
-    let service = ListeBlancheService::open(&cfg, Arc::clone(&env.store)).expect("reopen");
+    let service =
+        ListeBlancheService::open(&cfg, &data_dir(&env), Arc::clone(&env.store)).expect("reopen");
     assert_eq!(domains(&service.handle().state(now())), 4);
 }
 
@@ -271,8 +282,12 @@ async fn ex_2_2_5010_server_certificate_outside_igc_sante_is_refused() {
         .expect("leaf");
     let server = start_server(&other).await;
     server.push(Answer::List(signed_sample(&env)));
-    let service = ListeBlancheService::open(&config(&env, server.port), Arc::clone(&env.store))
-        .expect("open");
+    let service = ListeBlancheService::open(
+        &config(server.port),
+        &data_dir(&env),
+        Arc::clone(&env.store),
+    )
+    .expect("open");
     let err = service.refresh().await.expect_err("untrusted server");
     assert!(err.to_string().contains("TLS"), "{err}");
     assert!(matches!(
