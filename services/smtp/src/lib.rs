@@ -11,6 +11,7 @@
 //! The crate knows nothing of queues or the daemon.
 
 pub mod client;
+pub mod dsn;
 mod error;
 mod io;
 mod reply;
@@ -19,6 +20,7 @@ pub mod server;
 pub use client::{
     Capabilities, ClientConfig, Delivery, RecipientResult, SmtpClient, xoauth2_initial_response,
 };
+pub use dsn::{Dsn, DsnAction, DsnRecipient, build_dsn};
 pub use error::{ErrorKind, SmtpError};
 pub use reply::Reply;
 pub use server::{
