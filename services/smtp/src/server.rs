@@ -284,7 +284,7 @@ struct Transaction {
 
 /// One SMTP session: the state machine of RFC 5321 §4.1.4 plus STARTTLS and AUTH.
 #[derive(Debug)]
-pub struct Session<H> {
+struct Session<H> {
     info: SessionInfo,
     handler: Arc<H>,
     config: Arc<ServerConfig>,
