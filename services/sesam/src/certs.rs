@@ -302,6 +302,21 @@ impl RecipientCertificates {
         Ok(accepted)
     }
 
+    /// Fetch the label's certificates from the directory and [`RecipientCertificates::offer`]
+    /// them: initially, ~15 days before expiry ([`RecipientCertificates::refresh_due`]), and
+    /// on service messages 4005/4015/4025.
+    pub async fn refresh_from(
+        &mut self,
+        directory: &crate::directory::Directory,
+        trust: &TrustStore,
+        flow: Flow,
+        env: Env,
+        now: UnixTime,
+    ) -> Result<Accepted, SesamError> {
+        let candidates = directory.fetch_certificates(flow, env).await?;
+        self.offer(trust, &candidates, flow, env, now)
+    }
+
     /// The stored certificate's DER, if any.
     pub fn stored(&self, flow: Flow, env: Env) -> Option<&[u8]> {
         self.current

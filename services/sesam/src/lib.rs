@@ -4,15 +4,18 @@
 //!   `openssl cms -encrypt -binary -aes-128-cbc -outform der` does, streamed.
 //! - [`certs`]: the recipient certificate rules ([CE1], [CE2], [CP1], [CP2], SAN, KeyUsage) and
 //!   the local store.
+//! - [`directory`]: the certificates read from the GIE SESAM-Vitale LDAP directory.
 //! - [`message`]: the one-file MIME message (`Application/EDI-consent`, base64 once,
 //!   Content-Description per flow and environment, Subject from Formater_Lot).
 
 pub mod certs;
+pub mod directory;
 pub mod envelope;
 mod error;
 pub mod message;
 
 pub use certs::{Accepted, Profiles, RecipientCertificates, expected_label, validate_for};
+pub use directory::Directory;
 pub use envelope::{Recipient, certificate_der_from_pem, ciphertext_len, encrypt};
 pub use error::SesamError;
 pub use message::{

@@ -347,3 +347,75 @@ fn refresh_is_due_15_days_before_expiry() {
     assert!(!certs.refresh_due(Flow::Fse, Env::Test, day_plus(340)));
     assert!(certs.refresh_due(Flow::Fse, Env::Test, day_plus(351)));
 }
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// slapd shaped like annuaire.sesam-vitale.fr's TEST branch: the AC-FACTURATION-TEST entry
+/// and, below it, the AMO entry holding an expired and the current certificate, and the AMC
+/// entry.
+fn directory() -> passerelle_harness::Slapd {
+    const BRANCH: &str = "ou=AC-SESAM-VITALE-TEST-2034,o=sesam-vitale,c=fr";
+    const CA: &str = "cn=AC-FACTURATION-TEST,ou=AC-FACTURATION-TEST,ou=AC-SESAM-VITALE-TEST-2034,o=sesam-vitale,c=fr";
+    let ldif = format!(
+        "dn: {BRANCH}\nobjectClass: organizationalUnit\nou: AC-SESAM-VITALE-TEST-2034\n\n\
+         dn: ou=AC-FACTURATION-TEST,{BRANCH}\nobjectClass: organizationalUnit\nou: AC-FACTURATION-TEST\n\n\
+         dn: {CA}\nobjectClass: applicationProcess\nobjectClass: pkiCA\ncn: AC-FACTURATION-TEST\n\
+         cACertificate;binary:: {ca}\n\n\
+         dn: cn=amo_pj.test@test.rss.fr,{CA}\nobjectClass: applicationProcess\nobjectClass: pkiUser\n\
+         cn: amo_pj.test@test.rss.fr\nuserCertificate;binary:: {expired}\nuserCertificate;binary:: {amo}\n\n\
+         dn: cn=amc_pj.test@test.rss.fr,{CA}\nobjectClass: applicationProcess\nobjectClass: pkiUser\n\
+         cn: amc_pj.test@test.rss.fr\nuserCertificate;binary:: {amc}\n",
+        ca = base64(&der(n::SV_TEST_FACTURATION)),
+        expired = base64(&der(n::SV_AMO_TEST_EXPIRED)),
+        amo = base64(&der(n::SV_AMO_TEST)),
+        amc = base64(&der(n::SV_AMC_TEST)),
+    );
+    passerelle_harness::Slapd::builder()
+        .suffix("o=sesam-vitale,c=fr")
+        .ldif(ldif)
+        .start()
+        .expect("slapd")
+}
+
+#[tokio::test]
+async fn directory_fetch_stores_the_valid_certificate_of_each_label() {
+    let slapd = directory();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trust = store(dir.path(), true);
+    let directory =
+        passerelle_sesam::Directory::new(slapd.url(), Duration::from_secs(10)).expect("url");
+    let mut certs =
+        RecipientCertificates::open(&dir.path().join("recipients"), Profiles::default())
+            .expect("open");
+    let now = day_plus(1);
+    let fetched = directory
+        .fetch_certificates(Flow::Fse, Env::Test)
+        .await
+        .expect("fetch");
+    assert_eq!(fetched.len(), 2, "both AMO certificates read");
+    certs
+        .refresh_from(&directory, &trust, Flow::Fse, Env::Test, now)
+        .await
+        .expect("AMO");
+    assert_eq!(
+        certs.stored(Flow::Fse, Env::Test),
+        Some(der(n::SV_AMO_TEST).as_slice())
+    );
+    certs
+        .refresh_from(&directory, &trust, Flow::Dre, Env::Demo, now)
+        .await
+        .expect("AMC");
+    assert_eq!(
+        certs.stored(Flow::Dre, Env::Demo),
+        Some(der(n::SV_AMC_TEST).as_slice())
+    );
+    // The real branch is absent from this directory: nothing to store, a clear [CE1].
+    let err = certs
+        .refresh_from(&directory, &trust, Flow::Fse, Env::Real, now)
+        .await
+        .expect_err("no real certificate");
+    assert!(matches!(err, SesamError::NoCertificate { .. }), "{err}");
+}
