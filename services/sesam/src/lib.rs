@@ -4,11 +4,13 @@
 //!   `openssl cms -encrypt -binary -aes-128-cbc -outform der` does, streamed.
 //! - [`certs`]: the recipient certificate rules ([CE1], [CE2], [CP1], [CP2], SAN, KeyUsage) and
 //!   the local store.
+//! - [`crl_schedule`]: when to download the CRL (weekly, 02:00–22:00 slot, daily retry, alert).
 //! - [`directory`]: the certificates read from the GIE SESAM-Vitale LDAP directory.
 //! - [`message`]: the one-file MIME message (`Application/EDI-consent`, base64 once,
 //!   Content-Description per flow and environment, Subject from Formater_Lot).
 
 pub mod certs;
+pub mod crl_schedule;
 pub mod directory;
 pub mod envelope;
 mod error;
