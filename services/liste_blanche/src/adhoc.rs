@@ -63,7 +63,10 @@ pub fn adhoc_trust(anchors_dir: &Path, work: &Path) -> Result<TrustStore, ListeB
         if !cert.is_ca() {
             continue;
         }
-        let name = format!("{}.der", sha256_hex(&der));
+        // The file name, so refusals name the file the operator put there.
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
         let self_issued = cert.subject().as_raw() == cert.issuer().as_raw();
         std::fs::write(pinned.join(&name), &der)
             .map_err(|e| ListeBlancheError::io(&pinned.join(&name), &e))?;

@@ -51,44 +51,45 @@ pub fn subtree(node: Node<'_, '_>) -> String {
 
 /// `rendered`: namespace declarations (prefix, "" for the default) in force in the output at
 /// the parent element.
-fn element(
+fn element<'a, 'i: 'a>(
     out: &mut String,
-    node: Node<'_, '_>,
-    rendered: &BTreeMap<String, String>,
+    node: Node<'a, 'i>,
+    rendered: &BTreeMap<&'a str, &'a str>,
     omit: Option<NodeId>,
 ) {
     if Some(node.id()) == omit {
         return;
     }
+    let text = node.document().input_text();
     let qname = element_qname(node);
     let prefix = qname.split_once(':').map_or("", |(p, _)| p);
     // Visibly utilised prefixes: the element's own, and those of its prefixed attributes.
-    let mut used: BTreeMap<String, String> = BTreeMap::new();
-    let own_uri = node.tag_name().namespace().unwrap_or("");
-    used.insert(prefix.to_owned(), own_uri.to_owned());
-    let mut attrs: Vec<(&str, &str, String, &str)> = Vec::new();
+    let mut used: Vec<(&'a str, &'a str)> =
+        vec![(prefix, node.tag_name().namespace().unwrap_or(""))];
+    let mut attrs: Vec<(&'a str, &'a str, &'a str, &'a str)> = Vec::new();
     for a in node.attributes() {
-        let aq = attr_qname(node, &a);
+        let aq = &text[a.range_qname()];
+        let uri = a.namespace().unwrap_or("");
         if let Some((p, _)) = aq.split_once(':')
             && p != "xml"
+            && !used.iter().any(|(q, _)| *q == p)
         {
-            used.insert(p.to_owned(), a.namespace().unwrap_or("").to_owned());
+            used.push((p, uri));
         }
-        attrs.push((a.namespace().unwrap_or(""), a.name(), aq, a.value()));
+        attrs.push((uri, a.name(), aq, a.value()));
     }
-    let mut mine = rendered.clone();
-    let mut decls = Vec::new();
+    used.sort_unstable();
+    let mut decls: Vec<(&'a str, &'a str)> = Vec::new();
     for (p, uri) in used {
-        let current = rendered.get(&p).map_or("", String::as_str);
+        let current = rendered.get(p).copied();
         // An unprefixed element without namespace needs xmlns="" only to undo a rendered default.
         let needed = if p.is_empty() && uri.is_empty() {
-            !current.is_empty()
+            current.is_some_and(|c| !c.is_empty())
         } else {
-            current != uri || !rendered.contains_key(&p)
+            current != Some(uri)
         };
         if needed {
-            decls.push((p.clone(), uri.clone()));
-            mine.insert(p, uri);
+            decls.push((p, uri));
         }
     }
     out.push('<');
@@ -102,16 +103,27 @@ fn element(
         escape_attr(out, uri);
         out.push('"');
     }
-    attrs.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    if attrs.len() > 1 {
+        attrs.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    }
     for (_, _, aq, value) in &attrs {
         let _ = write!(out, " {aq}=\"");
         escape_attr(out, value);
         out.push('"');
     }
     out.push('>');
+    let extended;
+    let mine = if decls.is_empty() {
+        rendered
+    } else {
+        let mut m = rendered.clone();
+        m.extend(decls.iter().copied());
+        extended = m;
+        &extended
+    };
     for child in node.children() {
         match child.node_type() {
-            NodeType::Element => element(out, child, &mine, omit),
+            NodeType::Element => element(out, child, mine, omit),
             NodeType::Text => escape_text(out, child.text().unwrap_or("")),
             NodeType::PI => pi(out, child),
             NodeType::Comment | NodeType::Root => {}
@@ -132,11 +144,6 @@ pub fn element_qname<'i>(node: Node<'_, 'i>) -> &'i str {
         .find(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>')
         .unwrap_or(rest.len());
     &rest[..end]
-}
-
-fn attr_qname(node: Node<'_, '_>, a: &roxmltree::Attribute<'_, '_>) -> String {
-    let text = node.document().input_text();
-    text[a.range_qname()].to_owned()
 }
 
 fn pi(out: &mut String, node: Node<'_, '_>) {

@@ -35,8 +35,8 @@ pub enum ListeBlancheError {
     /// Download failure (temporary: the previous verified list stays in use, EX_2.2_5035).
     #[error("EX_2.2_5010: fetching {url} failed: {why}")]
     Fetch { url: String, why: String },
-    /// Local storage failure.
-    #[error("EX_2.2_5035: {path}: {why}")]
+    /// A local file could not be read or written.
+    #[error("{path}: {why}")]
     Io { path: PathBuf, why: String },
     /// Configuration error (profile, identity, URL).
     #[error("liste blanche configuration: {0}")]

@@ -35,6 +35,7 @@ impl ListeBlanche {
         let mut list = ListeBlanche {
             version_format,
             date_de_generation,
+            by_dn: HashMap::with_capacity(entries.len()),
             ..ListeBlanche::default()
         };
         for (entry, dns) in entries {

@@ -157,11 +157,23 @@ impl ListeBlancheService {
     pub async fn refresh(&self) -> Result<Metadata, ListeBlancheError> {
         let bytes = self.fetcher.fetch().await?;
         let now = UnixTime::now();
-        // Verification is CPU work of a few tens of milliseconds on a large list.
-        let (verified, meta) = tokio::task::block_in_place(|| {
-            self.local
-                .install(&bytes, now.as_secs(), &self.policy(), now)
-        })?;
+        // Verification is CPU work of tens of milliseconds on a large list: off the runtime.
+        let (local, trust, profile, identity) = (
+            self.local.clone(),
+            Arc::clone(&self.trust),
+            self.signer_profile.clone(),
+            self.identity.clone(),
+        );
+        let (verified, meta) = tokio::task::spawn_blocking(move || {
+            let policy = SignerPolicy {
+                trust: &trust,
+                profile: &profile,
+                identity: &identity,
+            };
+            local.install(&bytes, now.as_secs(), &policy, now)
+        })
+        .await
+        .map_err(|e| ListeBlancheError::Config(format!("verification task: {e}")))??;
         tracing::info!(domains = meta.domain_count, sha256 = %meta.sha256, requirement = "EX_2.2_5040", "liste blanche verified and installed");
         self.handle.swap(verified.liste, meta.clone());
         Ok(meta)

@@ -23,7 +23,6 @@
 use passerelle_trust::{Dn, TrustStore};
 use roxmltree::{Document, Node, NodeType, ParsingOptions};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::c14n;
@@ -119,8 +118,9 @@ pub fn verify(
     let (fields, signature) = structure(&doc)?;
     let sig = signature_parts(signature)?;
 
-    let digest = Sha256::digest(c14n::document(&doc, Some(signature.id())));
-    if digest.as_slice() != sig.digest_value.as_slice() {
+    let canonical = c14n::document(&doc, Some(signature.id()));
+    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+    if digest.as_ref() != sig.digest_value.as_slice() {
         return Err(ListeBlancheError::DigestMismatch);
     }
     let signer_der = signer_certificate(&sig.certificates)?;
@@ -167,8 +167,14 @@ pub fn verify(
     Ok(VerifiedList {
         liste,
         signer: validated.subject,
-        sha256: Sha256::digest(bytes).into(),
+        sha256: sha256(bytes),
     })
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
 }
 
 fn parse_limits(bytes: &[u8]) -> Result<&str, ListeBlancheError> {
