@@ -10,6 +10,7 @@
 //!   Content-Description per flow and environment, Subject from Formater_Lot).
 
 pub mod certs;
+mod config;
 pub mod crl_schedule;
 pub mod directory;
 pub mod envelope;
@@ -17,6 +18,7 @@ mod error;
 pub mod message;
 
 pub use certs::{Accepted, Profiles, RecipientCertificates, expected_label, validate_for};
+pub use config::SesamConfig;
 pub use directory::Directory;
 pub use envelope::{Recipient, certificate_der_from_pem, ciphertext_len, encrypt};
 pub use error::SesamError;
