@@ -1,0 +1,207 @@
+//! The OAuth 2.0 token endpoint (RFC 6749 §6, refresh_token grant) over HTTPS/1.1, the
+//! server checked by a trust profile. One connection per exchange: refreshes happen at
+//! most once a minute per BAL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use passerelle_trust::{ProfileServerVerifier, TrustStore, mssante_client_config};
+use rustls::client::ResolvesClientCert;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::ServerName;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::PscError;
+
+/// Token answers beyond this are refused (a JWT trio is a few KB).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// PSC needs no client certificate.
+#[derive(Debug)]
+struct NoClientCertificate;
+
+impl ResolvesClientCert for NoClientCertificate {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+/// A successful refresh (RFC 6749 §5.1).
+pub(crate) struct Granted {
+    pub(crate) access_token: Zeroizing<String>,
+    pub(crate) expires_in: Duration,
+    /// A rotated refresh token, when PSC issues one (Keycloak does).
+    pub(crate) refresh_token: Option<Zeroizing<String>>,
+}
+
+/// How the endpoint refused.
+pub(crate) enum Refusal {
+    /// `invalid_grant`: the refresh token is dead, a human must log in.
+    Grant(String),
+    /// `invalid_client`/`unauthorized_client`: our credentials.
+    Client(String),
+    /// Anything temporary: transport, 5xx, garbage.
+    Temporary(String),
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TokenEndpoint {
+    pub(crate) url: String,
+    host: String,
+    port: u16,
+    path: String,
+    timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl TokenEndpoint {
+    pub(crate) fn new(
+        url: &str,
+        trust: Arc<TrustStore>,
+        profile: &str,
+        timeout: Duration,
+    ) -> Result<Self, PscError> {
+        let bad = |why: &str| PscError::Config(format!("token_url {url}: {why}"));
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| bad("not https://"))?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| bad("bad port"))?),
+            None => (authority, 443),
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let options = trust.tls_options();
+        let verifier = ProfileServerVerifier::new(trust, profile)
+            .map_err(|e| PscError::Config(format!("https_profile {profile}: {e}")))?;
+        let config =
+            mssante_client_config(Arc::new(NoClientCertificate), Arc::new(verifier), options)
+                .map_err(|e| PscError::Config(e.to_string()))?;
+        Ok(Self {
+            url: url.to_owned(),
+            host: host.to_owned(),
+            port,
+            path: if path.is_empty() { "/" } else { path }.to_owned(),
+            timeout,
+            tls: Arc::new(config),
+        })
+    }
+
+    /// `grant_type=refresh_token` with `client_secret_post` client authentication.
+    pub(crate) async fn refresh(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+    ) -> Result<Granted, Refusal> {
+        let body = Zeroizing::new(
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", refresh_token)
+                .append_pair("client_id", client_id)
+                .append_pair("client_secret", client_secret)
+                .finish(),
+        );
+        let (status, answer) = tokio::time::timeout(self.timeout, self.post(body.as_bytes()))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)))
+            .map_err(Refusal::Temporary)?;
+        if status == 200 {
+            let t: TokenAnswer = serde_json::from_slice(&answer)
+                .map_err(|e| Refusal::Temporary(format!("unreadable token answer: {e}")))?;
+            if t.access_token.is_empty() {
+                return Err(Refusal::Temporary("empty access_token".into()));
+            }
+            return Ok(Granted {
+                access_token: Zeroizing::new(t.access_token),
+                // RFC 6749 makes expires_in optional; PSC tokens live about a minute.
+                expires_in: Duration::from_secs(t.expires_in.unwrap_or(60)),
+                refresh_token: t
+                    .refresh_token
+                    .filter(|r| !r.is_empty())
+                    .map(Zeroizing::new),
+            });
+        }
+        let error = serde_json::from_slice::<ErrorAnswer>(&answer).ok();
+        let why = |e: &ErrorAnswer| {
+            let mut s = e.error.chars().take(100).collect::<String>();
+            if let Some(d) = &e.error_description {
+                s.push_str(": ");
+                s.extend(d.chars().take(200));
+            }
+            s
+        };
+        match (status, &error) {
+            (400 | 401, Some(e)) if e.error == "invalid_grant" => Err(Refusal::Grant(why(e))),
+            (400 | 401, Some(e))
+                if e.error == "invalid_client" || e.error == "unauthorized_client" =>
+            {
+                Err(Refusal::Client(why(e)))
+            }
+            (_, Some(e)) => Err(Refusal::Temporary(format!("HTTP {status}: {}", why(e)))),
+            (_, None) => Err(Refusal::Temporary(format!("HTTP {status}"))),
+        }
+    }
+
+    async fn post(&self, body: &[u8]) -> Result<(u16, Bytes), String> {
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        let driver = tokio::spawn(conn);
+        let request = hyper::Request::post(&self.path)
+            .header(hyper::header::HOST, &self.host)
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(hyper::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        let status = response.status().as_u16();
+        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("answer body: {e}"))?
+            .to_bytes();
+        driver.abort();
+        Ok((status, bytes))
+    }
+}
