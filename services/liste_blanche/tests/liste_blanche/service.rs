@@ -295,3 +295,44 @@ async fn ex_2_2_5010_server_certificate_outside_igc_sante_is_refused() {
         ListeBlancheState::NoVerifiedList
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ex_2_2_5035_list_older_than_stale_after_is_flagged_but_still_used() {
+    let (env, pki) = env_with_https();
+    let server = start_server(&pki).await;
+    server.push(Answer::List(signed_sample(&env)));
+    let service = ListeBlancheService::open(
+        &config(server.port),
+        &data_dir(&env),
+        Arc::clone(&env.store),
+    )
+    .expect("open");
+    service.refresh().await.expect("list");
+    let later = rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
+        now().as_secs() + 73 * 3600,
+    ));
+    let state = service.handle().state(later);
+    assert!(matches!(
+        state,
+        ListeBlancheState::Verified { stale: true, .. }
+    ));
+    assert_eq!(domains(&state), 4);
+}
+
+#[test]
+fn liste_blanche_config_parses_with_daily_defaults_and_needs_one_identity() {
+    let parse = |text: &str| toml::from_str::<ListeBlancheConfig>(text);
+    let config = parse("signer_profile = 'ans-signer'\nhttps_profile = 'mssante-server'\nsigner_ou = '318751275100020'\n").expect("config");
+    assert_eq!(config.url, passerelle_liste_blanche::PRODUCTION_URL);
+    assert_eq!(config.refresh_every, Duration::from_hours(24));
+    assert!(config.identity().is_ok());
+    let both = parse(
+        "signer_profile = 'a'\nhttps_profile = 'b'\nsigner_ou = '1'\nsigner_subject = 'CN=x'\n",
+    )
+    .expect("config");
+    assert!(both.identity().is_err());
+    let bad_dn = parse("signer_profile = 'a'\nhttps_profile = 'b'\nsigner_subject = 'not a dn'\n")
+        .expect("config");
+    assert!(bad_dn.identity().is_err());
+    assert!(parse("signer_profile = 'a'\nhttps_profile = 'b'\nverify = false\n").is_err());
+}

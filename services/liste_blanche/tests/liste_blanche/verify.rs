@@ -279,3 +279,51 @@ fn ex_2_2_5040_malformed_dtd_deep_and_huge_documents_are_refused_with_a_reason()
         assert!(err.to_string().contains(reason), "{reason}: {err}");
     }
 }
+
+#[test]
+fn ex_2_2_5050_signer_certificate_with_escaped_dn_or_expired_is_refused_with_a_reason() {
+    let env = Env::new();
+    // O=CLINIQUE DU PARC\, SAS: the DN is read structurally and printed back escaped.
+    let signed = env.sign(&list_template(&sample_entries()), names::SERVER_COMMA);
+    let err = verify(&signed, &env.policy(&ans_subject()), now()).expect_err("not ANS");
+    assert!(
+        err.to_string().contains("O=CLINIQUE DU PARC\\, SAS"),
+        "{err}"
+    );
+    let signed = env.sign(&list_template(&sample_entries()), names::SERVER_A_EXPIRED);
+    let err = verify(&signed, &env.policy(&ans()), now()).expect_err("expired");
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+#[test]
+fn ex_2_2_5050_x509data_with_the_chain_designates_the_leaf_as_signer() {
+    let env = Env::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let input = work.path().join("t.xml");
+    let output = work.path().join("s.xml");
+    std::fs::write(&input, list_template(&sample_entries())).expect("write");
+    let status = std::process::Command::new("xmlsec1")
+        .args(["--sign", "--privkey-pem"])
+        .arg(format!(
+            "{},{},{}",
+            env.pki_file("liste-blanche.key.pem").display(),
+            env.pki_file("liste-blanche.crt.pem").display(),
+            env.pki_file("aci-el-org.crt.pem").display()
+        ))
+        .arg("--output")
+        .arg(&output)
+        .arg(&input)
+        .status()
+        .expect("xmlsec1");
+    assert!(status.success());
+    let signed = std::fs::read(&output).expect("read");
+    let certs = String::from_utf8_lossy(&signed)
+        .matches("<X509Certificate>")
+        .count()
+        + String::from_utf8_lossy(&signed)
+            .matches("<ds:X509Certificate>")
+            .count();
+    assert_eq!(certs, 2, "xmlsec1 put the chain in X509Data");
+    let verified = verify(&signed, &env.policy(&ans_subject()), now()).expect("verifies");
+    assert_eq!(verified.liste.domain_count(), 4);
+}
