@@ -9,6 +9,7 @@
 
 mod a1;
 mod k1;
+mod p3;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ enum Bench {
     K1,
     /// A1: p99 of LDAP substring searches over 100 000 entries, ours vs slapd.
     A1,
+    /// P3: encryption of a 10 MB lot, ours vs `openssl cms -encrypt`, and peak RSS.
+    P3,
     /// Every bench with its defaults.
     All,
 }
@@ -93,10 +96,12 @@ async fn main() -> anyhow::Result<()> {
         Bench::Q1(args) => println!("{}", q1(&scratch, &args).await?),
         Bench::K1 => k1::run()?,
         Bench::A1 => a1::run()?,
+        Bench::P3 => p3::run()?,
         Bench::All => {
             println!("{}", q1(&scratch, &Q1Args::default()).await?);
             k1::run()?;
             a1::run()?;
+            p3::run()?;
         }
     }
     Ok(())

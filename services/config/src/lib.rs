@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use passerelle_annuaire::AnnuaireConfig;
 pub use passerelle_keystore::KeystoreConfig;
 pub use passerelle_queue::QueueConfig;
+pub use passerelle_sesam::SesamConfig;
 pub use passerelle_trust::TrustConfig;
 
 /// The configuration `make run` starts with: data under `./var`, listeners on 127.0.0.1.
@@ -97,6 +98,8 @@ pub struct Config {
     pub trust: Option<TrustConfig>,
     /// The local Annuaire Santé cache and its LAN LDAP server (issue #10).
     pub annuaire: Option<AnnuaireConfig>,
+    /// SESAM-Vitale attachment encryption and recipient certificates (issue #6).
+    pub sesam: Option<SesamConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,6 +221,16 @@ impl Config {
                     self.status.listen
                 ),
             ));
+        }
+        if let Some(sesam) = &self.sesam {
+            sesam.check().map_err(|reason| {
+                let (key, reason) = reason
+                    .split_once(": ")
+                    .map_or(("sesam".to_owned(), reason.clone()), |(key, why)| {
+                        (format!("sesam.{key}"), why.to_owned())
+                    });
+                invalid(&key, reason)
+            })?;
         }
         let queue = &self.queue;
         if queue.first_retry.is_zero() {

@@ -4,6 +4,7 @@
 
 mod cmd_annuaire;
 mod cmd_keystore;
+mod cmd_sesam;
 mod cmd_trust;
 mod daemon;
 mod status;
@@ -39,6 +40,9 @@ enum Command {
     Trust(cmd_trust::TrustCommand),
     /// The local Annuaire Santé cache: refresh it, search it.
     Annuaire(AnnuaireArgs),
+    /// SESAM-Vitale billing lots: encrypt a lot into the message the caisse expects.
+    #[command(subcommand)]
+    Sesam(cmd_sesam::SesamCommand),
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Trust(cmd) => cmd_trust::run(cmd),
+        Command::Sesam(cmd) => cmd_sesam::run(cmd),
         Command::Keystore(args) => match Config::load(&args.config) {
             Ok(Config {
                 keystore: Some(keystore),
