@@ -380,12 +380,26 @@ fn exchange(
             out.truncate(n);
             Ok((out, sw))
         }
-        Err(TransceiveError::Transport(e)) => Err(CardError::pcsc(op, reader, e)),
-        Err(TransceiveError::Apdu(e)) => Err(malformed(op, &e)),
+        Err(TransceiveError::Transport(e)) => {
+            Err(removed_or(conn, reader, CardError::pcsc(op, reader, e)))
+        }
+        Err(TransceiveError::Apdu(e)) => Err(removed_or(conn, reader, malformed(op, &e))),
         Err(TransceiveError::TooManyRounds) => Err(CardError::Malformed {
             op,
             detail: "endless 61xx/6Cxx".into(),
         }),
+    }
+}
+
+/// `error`, unless the card is gone: pcscd reports a card pulled mid-exchange as an empty
+/// answer or `SCARD_E_NOT_TRANSACTED`, and then fails the status query too.
+fn removed_or(conn: &Conn, reader: &str, error: CardError) -> CardError {
+    if matches!(error, CardError::CardRemoved { .. }) || conn.card.status2_owned().is_ok() {
+        error
+    } else {
+        CardError::CardRemoved {
+            reader: reader.to_owned(),
+        }
     }
 }
 
