@@ -179,6 +179,27 @@ impl ListeBlancheService {
         Ok(meta)
     }
 
+    /// RE_2.2_5010: verify the stored copy again; an error means it was altered on disk (or
+    /// its signer is no longer valid). The list in memory, verified when it was read, stays.
+    pub async fn recheck_local_copy(&self) -> Result<(), ListeBlancheError> {
+        let (local, trust, profile, identity) = (
+            self.local.clone(),
+            Arc::clone(&self.trust),
+            self.signer_profile.clone(),
+            self.identity.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let policy = SignerPolicy {
+                trust: &trust,
+                profile: &profile,
+                identity: &identity,
+            };
+            local.recheck(&policy, UnixTime::now()).map(drop)
+        })
+        .await
+        .map_err(|e| ListeBlancheError::Config(format!("verification task: {e}")))?
+    }
+
     /// Refresh every `refresh_every` (the first at once) until `shutdown`; log failures and the
     /// age alert.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
@@ -191,6 +212,9 @@ impl ListeBlancheService {
                 _ = ticks.tick() => {
                     if let Err(e) = self.refresh().await {
                         tracing::error!(url = %self.fetcher.url(), error = %e, "liste blanche refresh failed; the last verified list stays in use");
+                        if let Err(e) = self.recheck_local_copy().await {
+                            tracing::error!(error = %e, requirement = "RE_2.2_5010", "the stored liste blanche no longer verifies");
+                        }
                     }
                     match self.handle.state(UnixTime::now()) {
                         ListeBlancheState::NoVerifiedList => tracing::error!(requirement = "EX_2.2_5035", "no verified liste blanche: MSSanté exchanges refused"),

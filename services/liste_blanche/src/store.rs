@@ -79,6 +79,17 @@ impl LocalCopy {
         Ok(None)
     }
 
+    /// Verify the copy in use again (RE_2.2_5010), without falling back to the previous one.
+    pub fn recheck(
+        &self,
+        policy: &SignerPolicy<'_>,
+        now: UnixTime,
+    ) -> Result<VerifiedList, ListeBlancheError> {
+        let path = self.current_path();
+        let bytes = std::fs::read(&path).map_err(|e| ListeBlancheError::io(&path, &e))?;
+        verify(&bytes, policy, now)
+    }
+
     /// Verify `bytes` and, only when they verify, make them the copy in use (the old one becomes
     /// the previous copy). Returns the verified list; on refusal nothing on disk changes.
     pub fn install(

@@ -263,6 +263,10 @@ async fn re_2_2_5010_local_copy_is_verified_again_at_load_and_tampering_is_caugh
         replace(&second, "<Nom>operateur-a.", "<Nom>operateur-z."),
     )
     .expect("tamper");
+    // The running service notices at its next check; the list in memory stays.
+    let err = service.recheck_local_copy().await.expect_err("tampered");
+    assert!(matches!(err, ListeBlancheError::DigestMismatch), "{err}");
+    assert_eq!(domains(&service.handle().state(now())), 1);
     let service =
         ListeBlancheService::open(&cfg, &data_dir(&env), Arc::clone(&env.store)).expect("reopen");
     assert_eq!(domains(&service.handle().state(now())), 4);

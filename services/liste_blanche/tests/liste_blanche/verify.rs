@@ -327,3 +327,61 @@ fn ex_2_2_5050_x509data_with_the_chain_designates_the_leaf_as_signer() {
     let verified = verify(&signed, &env.policy(&ans_subject()), now()).expect("verifies");
     assert_eq!(verified.liste.domain_count(), 4);
 }
+
+/// What `xmlsec1 --print-debug` shows between `== <what> - start buffer:` and `- end buffer`.
+fn xmlsec_buffer(debug: &str, what: &str) -> String {
+    let start = format!("== {what} - start buffer:\n");
+    let end = format!("\n== {what} - end buffer");
+    let from = debug.find(&start).expect("start") + start.len();
+    let to = from + debug[from..].find(&end).expect("end");
+    debug[from..to].to_owned()
+}
+
+#[test]
+fn ex_2_2_5040_our_exc_c14n_is_byte_for_byte_xmlsec1s() {
+    let env = Env::new();
+    let template = list_template(&sample_entries())
+        .replace(
+            "<ListeBlanche xmlns=\"https://listeblanche.mssante.fr/schema\">",
+            "<?pi  data?><lb:ListeBlanche xmlns:lb=\"https://listeblanche.mssante.fr/schema\" xmlns:unused=\"urn:x\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:b=\"2\" xsi:a=\"&lt;1&gt;\">",
+        )
+        .replace("</ListeBlanche>", "</lb:ListeBlanche>")
+        .replace("<ListeDomaines>", "<ListeDomaines xmlns=\"https://listeblanche.mssante.fr/schema\">")
+        .replace("<versionFormat>1.0</versionFormat>", "<lb:versionFormat>1.0 &amp; &#x3E;</lb:versionFormat>")
+        .replace("<DateDeGeneration>2026-11-23T02:00:00+01:00</DateDeGeneration>", "<!-- x --><lb:DateDeGeneration>2026</lb:DateDeGeneration>");
+    let signed = env.sign(&template, names::LISTE_BLANCHE);
+    let work = tempfile::tempdir().expect("tempdir");
+    let file = work.path().join("s.xml");
+    std::fs::write(&file, &signed).expect("write");
+    let out = std::process::Command::new("xmlsec1")
+        .args([
+            "--verify",
+            "--store-references",
+            "--store-signatures",
+            "--print-debug",
+        ])
+        .arg("--trusted-pem")
+        .arg(env.pki_file("acr-el.crt.pem"))
+        .arg("--untrusted-pem")
+        .arg(env.pki_file("aci-el-org.crt.pem"))
+        .arg(&file)
+        .output()
+        .expect("xmlsec1");
+    assert!(out.status.success());
+    let debug = String::from_utf8(out.stdout).expect("utf-8");
+    let text = std::str::from_utf8(&signed).expect("utf-8");
+    let doc = roxmltree::Document::parse(text).expect("parse");
+    let signature = doc
+        .descendants()
+        .find(|n| n.has_tag_name((DS_NS, "Signature")))
+        .expect("signature");
+    let signed_info = signature.first_element_child().expect("SignedInfo");
+    assert_eq!(
+        passerelle_liste_blanche::c14n::document(&doc, Some(signature.id())),
+        xmlsec_buffer(&debug, "PreDigest data")
+    );
+    assert_eq!(
+        passerelle_liste_blanche::c14n::subtree(signed_info),
+        xmlsec_buffer(&debug, "PreSigned data")
+    );
+}
