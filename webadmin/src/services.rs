@@ -1,0 +1,48 @@
+//! The services the pages show, each optional: a page whose service is absent says so.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use passerelle_queue::{Queue, QueueError, QueueMetrics, Store};
+
+/// Anything that reports queue metrics (a [`Queue`] over any store).
+pub trait QueueMetricsSource: Send + Sync {
+    fn metrics(&self) -> BoxFuture<'_, Result<QueueMetrics, QueueError>>;
+}
+
+impl<S: Store> QueueMetricsSource for Queue<S> {
+    fn metrics(&self) -> BoxFuture<'_, Result<QueueMetrics, QueueError>> {
+        Box::pin(Queue::metrics(self))
+    }
+}
+
+/// The anchors directory and its pin list (`[trust]` of the config).
+#[derive(Clone, Debug)]
+pub struct AnchorFiles {
+    pub dir: PathBuf,
+    pub pins_file: PathBuf,
+}
+
+/// Handles on the running services.
+#[derive(Clone, Default)]
+pub struct AdminServices {
+    pub queue: Option<Arc<dyn QueueMetricsSource>>,
+    pub keystore: Option<passerelle_keystore::Keystore>,
+    pub anchors: Option<AnchorFiles>,
+    pub liste_blanche: Option<passerelle_liste_blanche::ListeBlancheHandle>,
+    pub annuaire: Option<Arc<passerelle_annuaire::Cache>>,
+}
+
+impl fmt::Debug for AdminServices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminServices")
+            .field("queue", &self.queue.is_some())
+            .field("keystore", &self.keystore.is_some())
+            .field("anchors", &self.anchors)
+            .field("liste_blanche", &self.liste_blanche.is_some())
+            .field("annuaire", &self.annuaire.is_some())
+            .finish()
+    }
+}
