@@ -366,9 +366,10 @@ fn sync_readers(
     let names = match ctx.list_readers_owned() {
         Ok(n) => n,
         Err(pcsc::Error::NoReadersAvailable) => Vec::new(),
+        // pcscd gone: no reader is usable, so every card is reported removed.
         Err(e) => {
-            tracing::warn!(error = %e, "SCardListReaders failed");
-            return;
+            tracing::warn!(error = %e, "SCardListReaders failed: readers reported gone");
+            Vec::new()
         }
     };
     states.retain(|rs| {

@@ -41,7 +41,7 @@ fn card(pki: &TestPki, generation: CpsGeneration) -> anyhow::Result<CpsCard> {
 }
 
 struct Rig {
-    _pcscd: Pcscd,
+    pcscd: Option<Pcscd>,
     card: VirtualCard<CpsCard>,
     service: CardService,
     events: broadcast::Receiver<CardEvent>,
@@ -56,7 +56,7 @@ impl Rig {
         let service = CardService::start(config)?;
         let events = service.subscribe();
         Ok(Self {
-            _pcscd: pcscd,
+            pcscd: Some(pcscd),
             card,
             service,
             events,
@@ -347,5 +347,32 @@ async fn dropping_the_service_stops_its_threads_promptly() -> anyhow::Result<()>
     let t0 = Instant::now();
     drop(rig.service);
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pcscd_gone_mid_session_fails_operations_promptly_and_reports_the_card_removed()
+-> anyhow::Result<()> {
+    let mut rig = Rig::start(card(&pki()?, CpsGeneration::Cps3)?, CardsConfig::default())?;
+    rig.insert_ready().await?;
+    rig.service.verify_pin(pin(CPS_DEFAULT_PIN), false).await?;
+    let (_, info) = rig.service.active_card().context("active")?;
+    // The reader stack disappears (as with a reader unplugged): pcscd is killed.
+    drop(rig.pcscd.take());
+    rig.event(Duration::from_secs(2), |e| {
+        matches!(e, CardEvent::CardRemoved { .. })
+    })
+    .await?;
+    let s = rig.service.clone();
+    let t0 = Instant::now();
+    let signed = tokio::task::spawn_blocking(move || {
+        s.sign_blocking(info.generation, sha256_digest_info(b"x"))
+    })
+    .await?;
+    assert!(signed.is_err(), "signed without a reader");
+    let verify = rig.service.verify_pin(pin(CPS_DEFAULT_PIN), true).await;
+    assert!(matches!(verify, Err(CardError::NoCard)), "{verify:?}");
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    assert!(rig.service.active_card().is_none());
     Ok(())
 }
