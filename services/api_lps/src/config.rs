@@ -160,6 +160,10 @@ pub struct DeliveryConfig {
     /// A BAL needing re-authentication is tried again after this long (or when told).
     #[serde(with = "humantime_serde")]
     pub reauth_retry: Duration,
+    /// An idle session waits this long for new mail before QUIT (well under the
+    /// operator's 15 min idle cut, EX_LPS_1000).
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
     /// Reconnect before the operator's 4 h session limit (EX_LPS_1000).
     #[serde(with = "humantime_serde")]
     pub max_session_age: Duration,
@@ -176,6 +180,7 @@ impl Default for DeliveryConfig {
             probe_max: Duration::from_secs(60),
             link_retry: Duration::from_secs(5),
             reauth_retry: Duration::from_secs(600),
+            session_idle: Duration::from_secs(60),
             max_session_age: Duration::from_secs(3 * 3600 + 50 * 60),
             command_timeout: Duration::from_secs(120),
         }

@@ -210,6 +210,7 @@ impl BalDelivery {
             };
             let opened = Instant::now();
             let mut sent = 0_u32;
+            let mut wake = self.wakers.subscribe(self.name());
             loop {
                 if *shutdown.borrow() || opened.elapsed() >= self.config.max_session_age {
                     break;
@@ -222,7 +223,14 @@ impl BalDelivery {
                     }
                 };
                 let Some(item) = items.into_iter().next() else {
-                    break;
+                    // Keep the session a little for the next message; the server may end
+                    // it meanwhile, which the next send notices (Réf. #2 1.10).
+                    wake.borrow_and_update();
+                    tokio::select! {
+                        _ = wake.changed() => continue,
+                        _ = shutdown.changed() => break,
+                        () = tokio::time::sleep(self.config.session_idle) => break,
+                    }
                 };
                 match self.deliver(&mut session, &item, sent > 0).await {
                     Ok(Some(fresh)) => {

@@ -170,6 +170,29 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(pki: &Pki, fingerprints: Vec<String>) -> anyhow::Result<Self> {
+        Self::start_with_extra(pki, fingerprints, &[])
+    }
+
+    /// Postfix refuses `rejected` at RCPT with `550 5.1.1` (a permanent failure).
+    pub fn start_with_rejected(
+        pki: &Pki,
+        fingerprints: Vec<String>,
+        rejected: &str,
+    ) -> anyhow::Result<Self> {
+        let map = pki.path("rcpt_access");
+        std::fs::write(&map, format!("{rejected} 550 5.1.1 No such user here\n"))?;
+        let line = format!(
+            "smtpd_recipient_restrictions = check_recipient_access texthash:{}, permit_tls_clientcerts, reject",
+            map.display()
+        );
+        Self::start_with_extra(pki, fingerprints, &[line.as_str()])
+    }
+
+    pub fn start_with_extra(
+        pki: &Pki,
+        fingerprints: Vec<String>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let auth_port = free_port()?;
         let dovecot = Dovecot::builder()
             .user(DOCTOR, "pw")
@@ -180,7 +203,7 @@ impl Operator {
                 "service auth {{\n  inet_listener auth-postfix {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}"
             ))
             .start()?;
-        let postfix = Postfix::builder()
+        let mut postfix = Postfix::builder()
             .domain("medecin.mssante.fr")
             .hostname(FRONT)
             .tls(pki.server_files())
@@ -190,8 +213,11 @@ impl Operator {
             .main_cf("smtpd_sasl_type = dovecot")
             .main_cf(format!("smtpd_sasl_path = inet:127.0.0.1:{auth_port}"))
             .main_cf("smtpd_tls_auth_only = yes")
-            .main_cf("message_size_limit = 20971520")
-            .start()?;
+            .main_cf("message_size_limit = 20971520");
+        for line in extra {
+            postfix = postfix.main_cf(*line);
+        }
+        let postfix = postfix.start()?;
         Ok(Self { dovecot, postfix })
     }
 
@@ -368,4 +394,73 @@ pub async fn submit(client: &mut SmtpClient, id: &str, to: &[&str]) -> anyhow::R
     Ok(client
         .send(&envelope(LAN_MAILBOX, to), &message(id, to[0], "hello"))
         .await?)
+}
+
+/// Runs openssl, failing with its output.
+pub fn openssl(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .context("run openssl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn path_str(p: &Path) -> anyhow::Result<&str> {
+    p.to_str().context("non-UTF-8 path")
+}
+
+/// Signs an ORG AUTH_CLI CSR with the test PKI's `aci-el-org` CA (openssl: IGC-Santé CA
+/// names repeat OU, which rcgen cannot write).
+pub fn issue_org_auth_cli(pki: &Pki, csr_pem: &str) -> anyhow::Result<PathBuf> {
+    let csr = pki.path("token.csr.pem");
+    let ext = pki.path("token.ext");
+    let cert = pki.path("token.crt.pem");
+    std::fs::write(&csr, csr_pem)?;
+    std::fs::write(
+        &ext,
+        "keyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n",
+    )?;
+    let ca = names::ACI_EL_ORG;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path_str(&csr)?,
+        "-CA",
+        path_str(&pki.path(&format!("{ca}.crt.pem")))?,
+        "-CAkey",
+        path_str(&pki.path(&format!("{ca}.key.pem")))?,
+        "-set_serial",
+        "0x7e57c0de",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        path_str(&ext)?,
+        "-out",
+        path_str(&cert)?,
+    ])?;
+    Ok(cert)
+}
+
+/// SHA-256 fingerprint of a PEM certificate as Postfix writes it (`AA:BB:…`).
+pub fn pem_fingerprint(cert: &Path) -> anyhow::Result<String> {
+    let out = openssl(&[
+        "x509",
+        "-in",
+        path_str(cert)?,
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ])?;
+    out.trim()
+        .split_once('=')
+        .map(|(_, fp)| fp.to_owned())
+        .context("openssl fingerprint output")
 }
