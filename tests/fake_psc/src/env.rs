@@ -115,3 +115,37 @@ impl TestEnv {
         self.pki_path(&format!("anchors/{}-bundle.pem", n::ACR_EL))
     }
 }
+
+impl TestEnv {
+    /// dovecot.conf lines that make a harness Dovecot an API LPS IMAP front for PER/ORG
+    /// BALs: SASL XOAUTH2/OAUTHBEARER validated by the fake PSC's introspection endpoint
+    /// (EX_LPS_0900: the operator asks PSC about the token; the introspection answer's
+    /// `username` must equal the BAL in `user=`). Files go in a world-readable directory
+    /// because Dovecot's auth process does not run as root.
+    pub fn dovecot_oauth2(&self, fake: &crate::FakePsc) -> Result<String, FakePscError> {
+        let dir = self.dir.path().join("dovecot-oauth2");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let ca = dir.join("ca.pem");
+        std::fs::copy(self.ca_bundle(), &ca)?;
+        std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644))?;
+        let conf = dir.join("oauth2.conf.ext");
+        std::fs::write(
+            &conf,
+            format!(
+                "introspection_mode = post\nintrospection_url = {}\n\
+                 username_attribute = username\nactive_attribute = active\nactive_value = true\n\
+                 tls_ca_cert_file = {}\n",
+                fake.introspection_url(),
+                ca.display()
+            ),
+        )?;
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644))?;
+        Ok(format!(
+            "auth_mechanisms = plain login xoauth2 oauthbearer\n\
+             passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+            conf.display()
+        ))
+    }
+}
