@@ -1,0 +1,331 @@
+//! End-to-end in a real headless Chromium driven over WebDriver (chromedriver): first-run setup,
+//! login, every page and its main action, logout, lockout, a form posted without its CSRF
+//! token, the language switch. Screenshots go to `target/webadmin-screenshots/`.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use common::{ADMIN, PASSWORD, TestServer};
+use fantoccini::{Client, ClientBuilder, Locator};
+use passerelle_webadmin::{AdminServices, LockoutPolicy};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// chromedriver on an ephemeral port and a Chromium session; both end on drop.
+struct Browser {
+    driver: Child,
+    client: Client,
+    _profile: tempfile::TempDir,
+    name: &'static str,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+            PathBuf::from,
+        )
+        .join("webadmin-screenshots")
+}
+
+impl Browser {
+    async fn start(name: &'static str) -> anyhow::Result<Self> {
+        if !std::path::Path::new(CHROMIUM).exists() {
+            bail!("{CHROMIUM} missing: apt-get install -y chromium chromium-driver");
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("chromedriver missing: apt-get install -y chromium-driver")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not listen on {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir()?;
+        let caps = serde_json::json!({
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,900", "--lang=fr-FR",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+                "prefs": { "intl": { "accept_languages": "fr-FR,fr" } },
+            },
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            bail!("capabilities")
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .context("WebDriver session")?;
+        Ok(Self {
+            driver,
+            client,
+            _profile: profile,
+            name,
+        })
+    }
+
+    async fn shot(&self, page: &str) -> anyhow::Result<()> {
+        let png = self.client.screenshot().await?;
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("{}-{page}.png", self.name)), png)?;
+        Ok(())
+    }
+
+    async fn fill(&self, id: &str, value: &str) -> anyhow::Result<()> {
+        let el = self.client.find(Locator::Id(id)).await?;
+        el.clear().await?;
+        el.send_keys(value).await?;
+        Ok(())
+    }
+
+    async fn click(&self, id: &str) -> anyhow::Result<()> {
+        self.client.find(Locator::Id(id)).await?.click().await?;
+        Ok(())
+    }
+
+    async fn text(&self) -> anyhow::Result<String> {
+        Ok(self.client.find(Locator::Css("body")).await?.text().await?)
+    }
+
+    async fn wait_for(&self, css: &str) -> anyhow::Result<()> {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("waiting for {css}"))?;
+        Ok(())
+    }
+
+    async fn login(&self, base: &str, password: &str) -> anyhow::Result<()> {
+        self.client.goto(&format!("{base}/login")).await?;
+        self.fill("user", ADMIN).await?;
+        self.fill("password", password).await?;
+        self.click("login-submit").await?;
+        Ok(())
+    }
+}
+
+async fn setup_in_browser(b: &Browser, base: &str) -> anyhow::Result<()> {
+    b.client.goto(&format!("{base}/")).await?;
+    b.wait_for("#setup-submit").await?;
+    assert!(b.client.current_url().await?.path() == "/setup");
+    assert!(b.text().await?.contains("Première mise en service"));
+    // A first try without NTP: the message appears next to the field.
+    b.fill("user", ADMIN).await?;
+    b.fill("password", PASSWORD).await?;
+    b.fill("password2", PASSWORD).await?;
+    b.fill("pin", "1234").await?;
+    b.click("setup-submit").await?;
+    b.wait_for("#err-ntp").await?;
+    b.shot("setup-error").await?;
+    b.fill("password", PASSWORD).await?;
+    b.fill("password2", PASSWORD).await?;
+    b.fill("pin", "1234").await?;
+    b.fill("ntp", "ntp1.example.fr").await?;
+    b.client
+        .find(Locator::Id("profile"))
+        .await?
+        .select_by_value("practice")
+        .await?;
+    b.shot("setup").await?;
+    b.click("setup-submit").await?;
+    b.wait_for("#login-submit").await?;
+    Ok(())
+}
+
+/// Every page of the menu, reached by clicking it, with a screenshot.
+async fn visit_every_page(b: &Browser) -> anyhow::Result<()> {
+    let links = b.client.find_all(Locator::Css("nav a")).await?;
+    let mut hrefs = Vec::new();
+    for l in links {
+        hrefs.push(l.attr("href").await?.unwrap_or_default());
+    }
+    assert_eq!(hrefs.len(), 9);
+    for href in &hrefs {
+        b.client
+            .find(Locator::Css(&format!("nav a[href='{href}']")))
+            .await?
+            .click()
+            .await?;
+        b.wait_for(&format!("nav a.current[href='{href}']")).await?;
+        let name = if href == "/" {
+            "dashboard"
+        } else {
+            href.trim_start_matches('/')
+        };
+        b.shot(name).await?;
+    }
+
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_setup_login_every_page_main_actions_and_logout() -> anyhow::Result<()> {
+    let hsm = passerelle_harness::SoftHsm::builder().build()?;
+    hsm.set_process_env();
+    let pin_dir = tempfile::tempdir()?;
+    let pin_file = pin_dir.path().join("user.pin");
+    std::fs::write(&pin_file, format!("{}\n", hsm.token().user_pin))?;
+    std::fs::set_permissions(
+        &pin_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let keystore = passerelle_keystore::Keystore::open(&passerelle_keystore::KeystoreConfig {
+        module: hsm.module_path().to_owned(),
+        token_label: hsm.token().label.clone(),
+        pin_file,
+    })
+    .await?;
+    let services = AdminServices {
+        keystore: Some(keystore),
+        ..AdminServices::default()
+    };
+    let server = TestServer::start(services, LockoutPolicy::default()).await?;
+    let base = format!("https://127.0.0.1:{}", server.https.port());
+    let b = Browser::start("main").await?;
+
+    setup_in_browser(&b, &base).await?;
+    // Setup is locked: its URL now leads to the login.
+    b.client.goto(&format!("{base}/setup")).await?;
+    b.wait_for("#login-submit").await?;
+    assert_eq!(b.client.current_url().await?.path(), "/login");
+    b.shot("login").await?;
+
+    b.login(&base, PASSWORD).await?;
+    b.wait_for("nav").await?;
+    let text = b.text().await?;
+    assert!(
+        text.contains("Tableau de bord") && text.contains("Files d'attente"),
+        "{text}"
+    );
+    b.shot("dashboard").await?;
+
+    visit_every_page(&b).await?;
+
+    // Clés et certificats: generate a key in the token.
+    b.client.goto(&format!("{base}/cles")).await?;
+    b.fill("gen-label", "navigateur").await?;
+    b.click("generate-submit").await?;
+    b.wait_for("#notice").await?;
+    let text = b.text().await?;
+    assert!(text.contains("Clé générée : navigateur"), "{text}");
+    assert!(
+        b.client
+            .find(Locator::Css("#keys"))
+            .await?
+            .text()
+            .await?
+            .contains("navigateur")
+    );
+    b.shot("cles-generated").await?;
+
+    // Journal: the actions are there, and the filter works.
+    b.client
+        .goto(&format!("{base}/journal?action=key_generate"))
+        .await?;
+    let audit = b.client.find(Locator::Id("audit")).await?.text().await?;
+    assert!(
+        audit.contains("key_generate") && !audit.contains("logout"),
+        "{audit}"
+    );
+    b.shot("journal-filtered").await?;
+
+    // The switch to English, remembered.
+    b.client.goto(&format!("{base}/")).await?;
+    b.client
+        .find(Locator::Css("span.lang a"))
+        .await?
+        .click()
+        .await?;
+    b.wait_for("html[lang='en']").await?;
+    assert!(b.text().await?.contains("Dashboard"));
+    b.client.goto(&format!("{base}/cles")).await?;
+    assert!(b.text().await?.contains("Keys and certificates"));
+    b.shot("english").await?;
+
+    b.click("logout").await?;
+    b.wait_for("#login-submit").await?;
+    b.client.goto(&format!("{base}/journal")).await?;
+    b.wait_for("#login-submit").await?;
+    assert_eq!(b.client.current_url().await?.path(), "/login");
+    b.client.clone().close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_lockout_after_repeated_failures_and_post_without_csrf_refused()
+-> anyhow::Result<()> {
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        window: Duration::from_secs(600),
+        duration: Duration::from_secs(600),
+    };
+    let server = TestServer::start(AdminServices::default(), policy).await?;
+    let base = format!("https://127.0.0.1:{}", server.https.port());
+    let b = Browser::start("security").await?;
+    setup_in_browser(&b, &base).await?;
+
+    // A form whose CSRF field was removed is refused.
+    b.client.goto(&format!("{base}/login")).await?;
+    b.client
+        .execute(
+            "document.querySelectorAll('input[name=csrf]').forEach(function (e) { e.remove(); });",
+            vec![],
+        )
+        .await?;
+    b.fill("user", ADMIN).await?;
+    b.fill("password", PASSWORD).await?;
+    b.click("login-submit").await?;
+    b.wait_for("body").await?;
+    let text = b.text().await?;
+    assert!(text.contains("jeton anti-falsification"), "{text}");
+    b.shot("csrf-refused").await?;
+
+    for _ in 0..2 {
+        b.login(&base, "not the password").await?;
+        b.wait_for("#login-error").await?;
+        assert!(b.text().await?.contains("incorrect"));
+    }
+    b.login(&base, "not the password").await?;
+    b.wait_for("#login-error").await?;
+    b.login(&base, PASSWORD).await?;
+    b.wait_for("#login-error").await?;
+    let text = b.text().await?;
+    assert!(
+        text.contains("connexion bloquée") && text.contains("Réessayez dans 10 min"),
+        "{text}"
+    );
+    b.shot("locked").await?;
+    b.client.clone().close().await?;
+    server.stop().await;
+    Ok(())
+}
