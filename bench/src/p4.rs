@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use passerelle_liste_blanche::{ADHOC_PROFILE, SignerIdentity, SignerPolicy, adhoc_trust, verify};
 use passerelle_testpki::{PkiOptions, TestPki, names};
-use rustls_pki_types::UnixTime;
+use rustls::pki_types::UnixTime;
 
 const DOMAINS: usize = 10_000;
 const RUNS: usize = 5;

@@ -26,7 +26,7 @@ pub use adhoc::{ADHOC_HTTPS_PROFILE, ADHOC_PROFILE, adhoc_trust};
 pub use config::{ListeBlancheConfig, PRODUCTION_URL, TEST_URL};
 pub use error::ListeBlancheError;
 pub use fetch::Fetcher;
-pub use list::{Domaine, ListeBlanche};
+pub use list::ListeBlanche;
 pub use service::{ListeBlancheHandle, ListeBlancheService, ListeBlancheState};
 pub use store::{LocalCopy, Metadata};
 pub use verify::{

@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use passerelle_trust::Dn;
 
-/// One `Domaine` entry as read from the verified document.
+use crate::error::ListeBlancheError;
+
+/// What the index keeps of one `Domaine` entry (`Description` and `DateMAJ` are checked, not
+/// kept: nothing decides on them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Domaine {
-    pub nom: String,
-    pub description: Option<String>,
+pub(crate) struct Domaine {
+    pub(crate) nom: String,
     /// The DNs as written (RFC 2253 strings); none when the operator has no certificate yet.
-    pub dns: Vec<String>,
-    pub date_maj: Option<String>,
+    pub(crate) dns: Vec<String>,
 }
 
 /// The index built from a verified list. Domain names are compared case-insensitively (DNS).
@@ -27,31 +28,44 @@ pub struct ListeBlanche {
 }
 
 impl ListeBlanche {
-    pub(crate) fn new(
+    /// Build the index; each distinct DN string is parsed and prepared once (operators often
+    /// serve many domains with one certificate).
+    pub(crate) fn build(
         version_format: Option<String>,
         date_de_generation: Option<String>,
-        entries: Vec<(Domaine, Vec<Dn>)>,
-    ) -> Self {
+        entries: &[Domaine],
+    ) -> Result<Self, ListeBlancheError> {
         let mut list = ListeBlanche {
             version_format,
             date_de_generation,
-            by_dn: HashMap::with_capacity(entries.len()),
             ..ListeBlanche::default()
         };
-        for (entry, dns) in entries {
+        let mut by_text: HashMap<&str, usize> = HashMap::new();
+        for entry in entries {
             let domain = entry.nom.to_ascii_lowercase();
-            let ids = list.domains.entry(domain.clone()).or_default();
-            for dn in dns {
-                let id = *list.by_dn.entry(dn.clone()).or_insert_with(|| {
-                    list.dns.push(dn);
-                    list.domains_of_dn.push(BTreeSet::new());
-                    list.dns.len() - 1
-                });
+            let mut ids = BTreeSet::new();
+            for text in &entry.dns {
+                let id = if let Some(&id) = by_text.get(text.as_str()) {
+                    id
+                } else {
+                    let dn = Dn::parse(text).map_err(|e| ListeBlancheError::BadDn {
+                        domain: entry.nom.clone(),
+                        why: e.to_string(),
+                    })?;
+                    let id = *list.by_dn.entry(dn.clone()).or_insert_with(|| {
+                        list.dns.push(dn);
+                        list.domains_of_dn.push(BTreeSet::new());
+                        list.dns.len() - 1
+                    });
+                    by_text.insert(text, id);
+                    id
+                };
                 ids.insert(id);
                 list.domains_of_dn[id].insert(domain.clone());
             }
+            list.domains.entry(domain).or_default().extend(ids);
         }
-        list
+        Ok(list)
     }
 
     /// `versionFormat` of the list.

@@ -116,9 +116,40 @@ pub fn verify(
     .map_err(|e| ListeBlancheError::Xml(e.to_string()))?;
     check_depth(&doc)?;
     let (fields, signature) = structure(&doc)?;
+    // The DN index (RFC 4518 preparation of every DN) is built on a second core while the
+    // signature is checked; it is dropped unless the signature verifies.
+    let (signer, liste) = std::thread::scope(|scope| {
+        let index = std::thread::Builder::new()
+            .name("liste-blanche-index".to_owned())
+            .spawn_scoped(scope, move || fields.into_list());
+        let signer = check_signature(&doc, signature, policy, now);
+        let liste = match index {
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                Err(ListeBlancheError::Schema(
+                    "the DN index could not be built".to_owned(),
+                ))
+            }),
+            Err(e) => Err(ListeBlancheError::Schema(format!("index thread: {e}"))),
+        };
+        (signer, liste)
+    });
+    Ok(VerifiedList {
+        signer: signer?,
+        liste: liste?,
+        sha256: sha256(bytes),
+    })
+}
+
+/// Digest, signature value and signer certificate; the signer's subject when all hold.
+fn check_signature(
+    doc: &Document<'_>,
+    signature: Node<'_, '_>,
+    policy: &SignerPolicy<'_>,
+    now: UnixTime,
+) -> Result<Dn, ListeBlancheError> {
     let sig = signature_parts(signature)?;
 
-    let canonical = c14n::document(&doc, Some(signature.id()));
+    let canonical = c14n::document(doc, Some(signature.id()));
     let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
     if digest.as_ref() != sig.digest_value.as_slice() {
         return Err(ListeBlancheError::DigestMismatch);
@@ -163,12 +194,7 @@ pub fn verify(
             expected: policy.identity.to_string(),
         });
     }
-    let liste = fields.into_list()?;
-    Ok(VerifiedList {
-        liste,
-        signer: validated.subject,
-        sha256: sha256(bytes),
-    })
+    Ok(validated.subject)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -265,25 +291,7 @@ struct Fields {
 
 impl Fields {
     fn into_list(self) -> Result<ListeBlanche, ListeBlancheError> {
-        let mut entries = Vec::with_capacity(self.domaines.len());
-        for d in self.domaines {
-            let dns = d
-                .dns
-                .iter()
-                .map(|s| {
-                    Dn::parse(s).map_err(|e| ListeBlancheError::BadDn {
-                        domain: d.nom.clone(),
-                        why: e.to_string(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            entries.push((d, dns));
-        }
-        Ok(ListeBlanche::new(
-            self.version_format,
-            self.date_de_generation,
-            entries,
-        ))
+        ListeBlanche::build(self.version_format, self.date_de_generation, &self.domaines)
     }
 }
 
@@ -429,7 +437,7 @@ fn domaine(node: Node<'_, '_>) -> Result<Domaine, ListeBlancheError> {
         return Err(schema("attribute on <Domaine>"));
     }
     let mut d = Domaine::default();
-    let mut nom = None;
+    let (mut nom, mut description, mut date_maj) = (None, false, false);
     for f in elements(node)? {
         if f.tag_name().namespace() != Some(LISTE_BLANCHE_NS) {
             return Err(schema("element of another namespace in <Domaine>"));
@@ -437,8 +445,8 @@ fn domaine(node: Node<'_, '_>) -> Result<Domaine, ListeBlancheError> {
         let value = field(f, MAX_FIELD_CHARS)?;
         match f.tag_name().name() {
             "Nom" if nom.is_none() => nom = Some(value),
-            "Description" if d.description.is_none() => d.description = Some(value),
-            "DateMAJ" if d.date_maj.is_none() => d.date_maj = Some(value),
+            "Description" if !description => description = true,
+            "DateMAJ" if !date_maj => date_maj = true,
             "DNCertificatOperateur" => {
                 if !value.is_empty() {
                     d.dns.push(value);
