@@ -38,6 +38,8 @@ pub enum CardError {
     Malformed { op: &'static str, detail: String },
     #[error("the card did not answer {op} within {millis} ms")]
     Timeout { op: &'static str, millis: u128 },
+    #[error("card PKCS#11 module: {0}")]
+    Pkcs11(String),
     #[error("card service stopped")]
     Stopped,
 }

@@ -25,12 +25,18 @@
 //! signs with INTERNAL AUTHENTICATE over a SHA-256 DigestInfo built on the host: only
 //! `RSA_PKCS1_SHA256` is offered, so connections using it must be TLS 1.2 (TLS 1.3 requires
 //! RSA-PSS for client authentication, which INTERNAL AUTHENTICATE cannot do).
+//!
+//! When the card's PKCS#11 module is configured instead (ANS Cryptolib CPS, or OpenSC which
+//! reads CPx cards), [`pkcs11_cert_resolver`] signs through `passerelle_keystore` with the
+//! private key labelled [`CPS_PRIV_AUT`]. That path logs in when the keystore is opened (the
+//! keystore reads its PIN from a file), so the PIN guard above does not apply to it.
 
 mod atr;
 mod config;
 mod error;
 mod identity;
 mod pin;
+mod pkcs11;
 mod service;
 mod signer;
 mod worker;
@@ -40,6 +46,7 @@ pub use config::CardsConfig;
 pub use error::{CardError, Result};
 pub use identity::CpsIdentity;
 pub use pin::{Pin, PinState};
+pub use pkcs11::{CPS_PRIV_AUT, pkcs11_cert_resolver};
 pub use service::{CardEvent, CardInfo, CardService, ReaderStatus};
 pub use signer::{CardCertResolver, CardSigningKey, sha256_digest_info};
 

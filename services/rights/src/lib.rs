@@ -29,5 +29,5 @@ mod server;
 
 pub use config::RightsConfig;
 pub use error::{RightsError, soap_fault};
-pub use proxy::RightsProxy;
+pub use proxy::{ClientAuth, RightsProxy};
 pub use server::serve;

@@ -11,7 +11,7 @@ use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use passerelle_cards::{CardCertResolver, CardError, CardEvent, CardService, PinState};
 use rustls::ClientConfig;
-use rustls::client::Resumption;
+use rustls::client::{ResolvesClientCert, Resumption};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
@@ -28,6 +28,29 @@ const REMOVAL_CONFIRMATION: Duration = Duration::from_secs(1);
 /// Largest CA bundle read.
 const MAX_CA_BUNDLE: u64 = 1024 * 1024;
 
+/// How the upstream connection is authenticated.
+#[derive(Clone)]
+pub enum ClientAuth {
+    /// Direct APDUs to the active CPS card ([`CardCertResolver`]): requests need a card with
+    /// its PIN verified.
+    Card,
+    /// The card's PKCS#11 module (e.g. [`passerelle_cards::pkcs11_cert_resolver`]), which
+    /// manages its own login.
+    Pkcs11(Arc<dyn ResolvesClientCert>),
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Card => "Card",
+            Self::Pkcs11(_) => "Pkcs11",
+        })
+    }
+}
+
+/// Connection generation under [`ClientAuth::Pkcs11`]: there is no card insertion to track.
+const PKCS11_GENERATION: u64 = 0;
+
 struct Pooled {
     sender: SendRequest<Full<Bytes>>,
     /// The card insertion that authenticated this connection.
@@ -37,6 +60,7 @@ struct Pooled {
 /// Relays SOAP requests to the rights service. Share it in an `Arc`.
 pub struct RightsProxy {
     cards: CardService,
+    client_auth: ClientAuth,
     config: RightsConfig,
     host: String,
     port: u16,
@@ -61,8 +85,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RightsProxy {
-    /// Parses the upstream URL and loads the public-CA bundle.
+    /// Parses the upstream URL and loads the public-CA bundle; the card signs by APDUs.
     pub fn new(config: RightsConfig, cards: CardService) -> Result<Arc<Self>, RightsError> {
+        Self::with_client_auth(config, cards, ClientAuth::Card)
+    }
+
+    /// As [`Self::new`], with the client authentication chosen.
+    pub fn with_client_auth(
+        config: RightsConfig,
+        cards: CardService,
+        client_auth: ClientAuth,
+    ) -> Result<Arc<Self>, RightsError> {
         let bad = |what: &str| RightsError::Config(format!("rights.upstream_url: {what}"));
         let uri: Uri = config.upstream_url.parse().map_err(|_| bad("not a URL"))?;
         if uri.scheme_str() != Some("https") {
@@ -75,9 +108,10 @@ impl RightsProxy {
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let server_name = ServerName::try_from(host.clone()).map_err(|_| bad("bad host"))?;
         let roots = Arc::new(load_roots(&config)?);
-        let tls = Mutex::new(client_config(&roots, &cards)?);
+        let tls = Mutex::new(client_config(&roots, &cards, &client_auth)?);
         Ok(Arc::new(Self {
             cards,
+            client_auth,
             config,
             host,
             port,
@@ -96,7 +130,7 @@ impl RightsProxy {
     /// Closes the idle connections and forgets the TLS sessions.
     pub fn flush(&self) {
         let dropped = std::mem::take(&mut *lock(&self.idle)).len();
-        match client_config(&self.roots, &self.cards) {
+        match client_config(&self.roots, &self.cards, &self.client_auth) {
             Ok(c) => *lock(&self.tls) = c,
             Err(e) => tracing::error!(error = %e, "rebuilding the rights TLS client failed"),
         }
@@ -159,6 +193,9 @@ impl RightsProxy {
 
     /// The active card's insertion number, if it can authenticate a connection now.
     fn card_ready(&self) -> Result<u64, RightsError> {
+        if let ClientAuth::Pkcs11(_) = self.client_auth {
+            return Ok(PKCS11_GENERATION);
+        }
         let (_, card) = self.cards.active_card().ok_or(RightsError::NoCard)?;
         if !card.kind.can_sign() || card.auth_certificate.is_none() {
             return Err(RightsError::NoCard);
@@ -223,9 +260,11 @@ impl RightsProxy {
     /// A failed handshake: the card's reason if the card failed, else the upstream's.
     async fn handshake_failure(&self, generation: u64, e: &std::io::Error) -> RightsError {
         let still_there = || {
-            self.cards
-                .active_card()
-                .is_some_and(|(_, c)| c.generation == generation)
+            matches!(self.client_auth, ClientAuth::Pkcs11(_))
+                || self
+                    .cards
+                    .active_card()
+                    .is_some_and(|(_, c)| c.generation == generation)
         };
         match self.cards.take_last_sign_error() {
             // A card pulled mid-exchange can first show as a transport error or a garbled
@@ -314,10 +353,7 @@ impl RightsProxy {
         if let Some(ct) = parts.headers.get(CONTENT_TYPE) {
             out.headers_mut().insert(CONTENT_TYPE, ct.clone());
         }
-        let keep = self
-            .cards
-            .active_card()
-            .is_some_and(|(_, c)| c.generation == pooled.generation);
+        let keep = self.card_ready().ok() == Some(pooled.generation);
         let mut idle = lock(&self.idle);
         if keep && !pooled.sender.is_closed() && idle.len() < self.config.pool_max_idle {
             idle.push(pooled);
@@ -356,13 +392,18 @@ fn load_roots(config: &RightsConfig) -> Result<rustls::RootCertStore, RightsErro
 fn client_config(
     roots: &Arc<rustls::RootCertStore>,
     cards: &CardService,
+    client_auth: &ClientAuth,
 ) -> Result<Arc<ClientConfig>, RightsError> {
+    let resolver: Arc<dyn ResolvesClientCert> = match client_auth {
+        ClientAuth::Card => Arc::new(CardCertResolver::new(cards.clone())),
+        ClientAuth::Pkcs11(r) => Arc::clone(r),
+    };
     let mut config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS12])
             .map_err(|e| RightsError::Config(e.to_string()))?
             .with_root_certificates(Arc::clone(roots))
-            .with_client_cert_resolver(Arc::new(CardCertResolver::new(cards.clone())));
+            .with_client_cert_resolver(resolver);
     config.resumption = Resumption::in_memory_sessions(SESSION_CACHE);
     Ok(Arc::new(config))
 }

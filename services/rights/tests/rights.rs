@@ -401,3 +401,80 @@ impl Lps {
         Ok(Answer { status, body })
     }
 }
+
+/// The card's PKCS#11 module path, with SoftHSM2 standing in for the Cryptolib CPS module: a
+/// real PKCS#11 module holding the CPS authentication key under its Cryptolib label.
+#[tokio::test(flavor = "multi_thread")]
+async fn pkcs11_module_key_cps_priv_aut_authenticates_the_rights_connection() -> anyhow::Result<()>
+{
+    let pki = TestPki::generate(&PkiOptions::new(7))?;
+    let dir = tempfile::tempdir()?;
+    let hsm = passerelle_harness::SoftHsm::builder().build()?;
+    hsm.set_process_env();
+    let pcscd = Pcscd::builder().apdu_log(true).start()?;
+    pcscd.set_process_env();
+    let cps = pki.cert(names::CPS_AUTH)?;
+    let key_pem = dir.path().join("cps-auth.key.pem");
+    std::fs::write(&key_pem, cps.key().pkcs8_pem())?;
+    let token = hsm.token();
+    let status = std::process::Command::new("softhsm2-util")
+        .envs(hsm.env())
+        .args(["--import"])
+        .arg(&key_pem)
+        .args(["--token", &token.label, "--pin", &token.user_pin])
+        .args(["--label", passerelle_cards::CPS_PRIV_AUT, "--id", "01"])
+        .output()?;
+    ensure!(
+        status.status.success(),
+        "softhsm2-util --import: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let pin_file = dir.path().join("user.pin");
+    std::fs::write(&pin_file, &token.user_pin)?;
+    std::fs::set_permissions(
+        &pin_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let keystore = passerelle_keystore::Keystore::open(&passerelle_keystore::KeystoreConfig {
+        module: hsm.module_path().to_owned(),
+        token_label: token.label.clone(),
+        pin_file,
+    })
+    .await?;
+    let cert_path = dir.path().join("cps-auth.crt.der");
+    std::fs::write(&cert_path, cps.der())?;
+    keystore
+        .import_certificate(
+            &passerelle_keystore::KeyRef::Label(passerelle_cards::CPS_PRIV_AUT.into()),
+            &cert_path,
+        )
+        .await?;
+    let resolver = passerelle_cards::pkcs11_cert_resolver(&keystore).await?;
+
+    let cards = CardService::start(CardsConfig::default())?;
+    let public = PublicCa::generate()?;
+    let store = cps_trust_store(&pki, &dir.path().join("trust"))?;
+    let amc = FakeAmc::start(&public, FakeAmc::cps_verifier(store)?).await?;
+    let bundle = dir.path().join("public-ca.pem");
+    std::fs::write(&bundle, &public.ca_pem)?;
+    let config = RightsConfig::new("127.0.0.1:0".parse()?, amc.url(), bundle);
+    let proxy = RightsProxy::with_client_auth(
+        config,
+        cards,
+        passerelle_rights::ClientAuth::Pkcs11(Arc::new(resolver)),
+    )?;
+    for id in 1..=3 {
+        let resp = proxy
+            .forward(
+                demande(id).into(),
+                hyper::header::HeaderValue::from_static(SOAP12),
+            )
+            .await?;
+        assert_eq!(resp.status(), 200);
+        let body = String::from_utf8(resp.into_body().collect().await?.to_bytes().to_vec())?;
+        assert!(body.contains(&format!("D-{id}")), "{body}");
+    }
+    assert_eq!(amc.full_handshakes(), 1);
+    assert_eq!(amc.client_certificates(), vec![cps.der().to_vec()]);
+    Ok(())
+}
