@@ -12,7 +12,8 @@ run_pkgs=(ca-certificates openssl pkg-config libpcsclite-dev softhsm2 opensc pcs
 # benchmarks compare against (openssl, xmlsec1, mbsync, swaks). See shared/design/test-infra.md.
 test_pkgs=(postfix dovecot-imapd dovecot-lmtpd dovecot-pop3d slapd ldap-utils
   pcsc-tools vsmartcard-vpcd vsmartcard-vpicc swaks isync xmlsec1 sqlite3
-  iputils-ping nftables iproute2 procps util-linux)
+  iputils-ping nftables iproute2 procps util-linux python3 time dnsmasq-base
+  chromium chromium-driver)
 
 pkgs=("${run_pkgs[@]}")
 [ "$mode" = test ] && pkgs+=("${test_pkgs[@]}")
