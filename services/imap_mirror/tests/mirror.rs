@@ -1,0 +1,366 @@
+//! The mirror against real peers: a harness Dovecot as the operator's IMAP front
+//! (STARTTLS, XOAUTH2 introspected at the fake PSC), the fault proxy between, a second
+//! Dovecot as the appliance's local mailbox (LMTP in, counted in its maildir).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use passerelle_fake_psc::FakePsc;
+use passerelle_fake_psc::env::{OPERATOR_NAME, TestEnv, secret_file};
+use passerelle_faultproxy::FaultProxy;
+use passerelle_harness::Dovecot;
+use passerelle_imap_mirror::{Counters, MirrorConfig, run_mirror};
+use passerelle_keystore::{KeyAlgorithm, Keystore};
+use passerelle_psc::{Psc, PscConfig};
+use passerelle_queue::{Queue, QueueConfig};
+use tokio_util::sync::CancellationToken;
+
+const BAL: &str = "jean.dupond@medecin.mssante.fr";
+const LOCAL: &str = "medecin@cabinet.local";
+
+struct World {
+    env: TestEnv,
+    _fake: FakePsc,
+    psc: Psc,
+    operator: Dovecot,
+    local: Dovecot,
+    proxy: FaultProxy,
+}
+
+async fn world() -> anyhow::Result<World> {
+    let env = TestEnv::new()?;
+    let fake = FakePsc::start(&env.pki).await?;
+    let keystore = Keystore::open(&env.keystore).await?;
+    keystore
+        .generate("psc-store", KeyAlgorithm::Rsa2048)
+        .await?;
+    let psc = Psc::open(
+        &PscConfig {
+            token_url: fake.token_url(),
+            client_id: passerelle_fake_psc::CLIENT_ID.to_owned(),
+            client_secret_file: secret_file(
+                env.dir.path(),
+                "psc.secret",
+                passerelle_fake_psc::CLIENT_SECRET,
+            )?,
+            https_profile: "mssante-server".to_owned(),
+            store_file: env.dir.path().join("psc.json"),
+            store_key_label: "psc-store".to_owned(),
+            refresh_margin: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+        },
+        Arc::clone(&env.trust),
+        &keystore,
+    )
+    .await?;
+    psc.set_refresh_token(BAL, &fake.login(BAL, "899700218896"))
+        .await?;
+    let operator = Dovecot::builder()
+        .tls(env.operator_tls())
+        .user(BAL, "unused-password")
+        .extra_config(env.dovecot_oauth2(&fake)?)
+        .start()?;
+    let local = Dovecot::builder().user(LOCAL, "local-password").start()?;
+    let proxy = FaultProxy::start(operator.imap_addr()).await?;
+    Ok(World {
+        env,
+        _fake: fake,
+        psc,
+        operator,
+        local,
+        proxy,
+    })
+}
+
+fn mirror_config(w: &World, idle: Duration, delete: bool) -> anyhow::Result<MirrorConfig> {
+    let text = format!(
+        "state_db = '{}'\nlmtp = '{}'\nidle_reissue = '{}ms'\nreconnect_min = '100ms'\nreconnect_max = '1s'\ntimeout = '10s'\n\
+         [[bals]]\nbal = '{BAL}'\nauth = {{ method = 'xoauth2' }}\nimap_host = '{OPERATOR_NAME}'\nimap_addr = '{}'\n\
+         local_user = '{LOCAL}'\ndelete_after_mirror = {delete}\n",
+        w.env.dir.path().join("mirror.db").display(),
+        w.local.lmtp_addr(),
+        idle.as_millis(),
+        w.proxy.local_addr(),
+    );
+    Ok(toml::from_str(&text)?)
+}
+
+struct Running {
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), passerelle_imap_mirror::MirrorError>>,
+}
+
+impl Running {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+async fn start(w: &World, config: MirrorConfig) -> anyhow::Result<Running> {
+    let queue = Queue::open_sqlite(w.env.dir.path().join("inbox"), QueueConfig::default()).await?;
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_mirror(
+        config,
+        queue,
+        Some(w.psc.clone()),
+        Arc::clone(&w.env.trust),
+        None,
+        Arc::clone(&counters),
+        stop.clone(),
+    ));
+    Ok(Running {
+        counters,
+        stop,
+        task,
+    })
+}
+
+fn message(n: usize) -> String {
+    format!(
+        "From: <secretariat@clinique.mssante.fr>\r\nTo: <{BAL}>\r\nSubject: compte rendu {n}\r\n\
+         Message-ID: <cr-{n}@clinique.mssante.fr>\r\n\r\nCompte rendu numero {n}.\r\n"
+    )
+}
+
+fn inject(w: &World, range: std::ops::Range<usize>) -> anyhow::Result<()> {
+    for n in range {
+        w.operator
+            .deliver("secretariat@clinique.mssante.fr", BAL, &message(n))?;
+    }
+    Ok(())
+}
+
+/// Polls `what` until it returns `want` or the deadline passes.
+async fn wait_for(
+    deadline: Duration,
+    mut what: impl FnMut() -> anyhow::Result<usize>,
+    want: usize,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let n = what()?;
+        if n == want {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > deadline {
+            bail!("{n} instead of {want} after {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ex_lps_0700_mirror_delivers_each_message_once_and_idle_brings_new_mail()
+-> anyhow::Result<()> {
+    let w = world().await?;
+    inject(&w, 0..3)?;
+    let run = start(&w, mirror_config(&w, Duration::from_secs(600), false)?).await?;
+    wait_for(
+        Duration::from_secs(20),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        3,
+    )
+    .await
+    .with_context(|| w.operator.log_tail(30))?;
+
+    // New mail while the session IDLEs arrives within a couple of seconds.
+    inject(&w, 3..4)?;
+    let took = wait_for(
+        Duration::from_secs(3),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        4,
+    )
+    .await?;
+    ensure!(took < Duration::from_secs(3), "IDLE latency {took:?}");
+
+    // Exactly once, and left on the operator (deletion is off by default).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(w.local.inbox_count(LOCAL)? == 4);
+    ensure!(w.operator.inbox_count(BAL)? == 4);
+    ensure!(run.counters.sessions() == 1);
+    run.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ref2_1_10_server_ended_session_reconnects() -> anyhow::Result<()> {
+    let w = world().await?;
+    inject(&w, 0..2)?;
+    let run = start(&w, mirror_config(&w, Duration::from_secs(600), false)?).await?;
+    wait_for(
+        Duration::from_secs(20),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        2,
+    )
+    .await?;
+
+    // The operator ends the session (15 min idle / 4 h in production).
+    w.proxy.cut_all();
+    let counters = Arc::clone(&run.counters);
+    wait_for(
+        Duration::from_secs(10),
+        || Ok(usize::from(counters.sessions() >= 2)),
+        1,
+    )
+    .await
+    .context("no new session after the cut")?;
+    inject(&w, 2..4)?;
+    wait_for(
+        Duration::from_secs(5),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        4,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(
+        w.local.inbox_count(LOCAL)? == 4,
+        "duplicates after reconnect"
+    );
+    run.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ex_lps_1000_idle_is_reissued_before_the_server_cut() -> anyhow::Result<()> {
+    let w = world().await?;
+    inject(&w, 0..1)?;
+    let run = start(&w, mirror_config(&w, Duration::from_secs(1), false)?).await?;
+    wait_for(
+        Duration::from_secs(20),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        1,
+    )
+    .await?;
+
+    // The operator's rule, scaled down: a session silent for 3 s is cut.
+    let cut_after = Duration::from_secs(3);
+    let mut last = w.proxy.counters().bytes_to_upstream;
+    let mut quiet_since = Instant::now();
+    let mut cuts = 0;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(8) {
+        let now = w.proxy.counters().bytes_to_upstream;
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= cut_after {
+            w.proxy.cut_all();
+            cuts += 1;
+            quiet_since = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(cuts == 0, "the client stayed silent for {cut_after:?}");
+    ensure!(run.counters.sessions() == 1, "the session was never cut");
+    ensure!(
+        run.counters.idle_reissued() >= 5,
+        "IDLE re-issued {} times",
+        run.counters.idle_reissued()
+    );
+    inject(&w, 1..2)?;
+    wait_for(
+        Duration::from_secs(3),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        2,
+    )
+    .await?;
+    run.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn im_02_delete_after_mirror_only_once_delivered_locally() -> anyhow::Result<()> {
+    let w = world().await?;
+    inject(&w, 0..5)?;
+    let run = start(&w, mirror_config(&w, Duration::from_secs(600), true)?).await?;
+    wait_for(
+        Duration::from_secs(20),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        5,
+    )
+    .await?;
+    wait_for(
+        Duration::from_secs(10),
+        || Ok(w.operator.inbox_count(BAL)?),
+        0,
+    )
+    .await
+    .context("operator copies not expunged")?;
+    inject(&w, 5..6)?;
+    wait_for(
+        Duration::from_secs(5),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        6,
+    )
+    .await?;
+    wait_for(
+        Duration::from_secs(10),
+        || Ok(w.operator.inbox_count(BAL)?),
+        0,
+    )
+    .await?;
+    ensure!(w.local.inbox_count(LOCAL)? == 6);
+    run.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn im_03_uidvalidity_change_remirrors_without_duplicates() -> anyhow::Result<()> {
+    let w = world().await?;
+    inject(&w, 0..3)?;
+    let run = start(&w, mirror_config(&w, Duration::from_secs(600), false)?).await?;
+    wait_for(
+        Duration::from_secs(20),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        3,
+    )
+    .await?;
+    run.stop().await?;
+
+    // The operator rebuilds the mailbox: new UIDVALIDITY, new UIDs, same messages.
+    tokio::time::sleep(Duration::from_millis(1100)).await; // UIDVALIDITY is a Unix time
+    let maildir = w.operator.maildir(BAL);
+    let before = uidvalidity(&maildir)?;
+    for entry in std::fs::read_dir(&maildir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("dovecot") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    inject(&w, 3..4)?;
+    let run = start(&w, mirror_config(&w, Duration::from_secs(600), false)?).await?;
+    wait_for(
+        Duration::from_secs(20),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        4,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        uidvalidity(&maildir)? != before,
+        "UIDVALIDITY did not change"
+    );
+    ensure!(
+        w.local.inbox_count(LOCAL)? == 4,
+        "re-mirror duplicated messages"
+    );
+    ensure!(
+        run.counters.mirrored() == 1,
+        "only the new message is enqueued"
+    );
+    run.stop().await
+}
+
+/// The `V` field of Dovecot's maildir uidlist header.
+fn uidvalidity(maildir: &std::path::Path) -> anyhow::Result<String> {
+    let list = std::fs::read_to_string(maildir.join("dovecot-uidlist"))?;
+    list.split_whitespace()
+        .find_map(|f| f.strip_prefix('V'))
+        .map(str::to_owned)
+        .context("no V in dovecot-uidlist")
+}
