@@ -2,6 +2,7 @@
 //! DNs compared after RFC 4518 normalisation ([`passerelle_trust::Dn`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher as _, RandomState};
 
 use passerelle_trust::Dn;
 
@@ -23,7 +24,10 @@ pub struct ListeBlanche {
     date_de_generation: Option<String>,
     domains: BTreeMap<String, BTreeSet<usize>>,
     dns: Vec<Dn>,
-    by_dn: HashMap<Dn, usize>,
+    /// DN → its id, keyed by the DN's hash computed once: hashing a [`Dn`] prepares every value
+    /// (RFC 4518), too costly to repeat on every rehash of a 10 000-entry map.
+    by_dn: HashMap<u64, Vec<usize>>,
+    hasher: RandomState,
     domains_of_dn: Vec<BTreeSet<String>>,
 }
 
@@ -52,11 +56,16 @@ impl ListeBlanche {
                         domain: entry.nom.clone(),
                         why: e.to_string(),
                     })?;
-                    let id = *list.by_dn.entry(dn.clone()).or_insert_with(|| {
+                    let hash = list.hasher.hash_one(&dn);
+                    let id = if let Some(id) = list.dn_id_hashed(&dn, hash) {
+                        id
+                    } else {
                         list.dns.push(dn);
                         list.domains_of_dn.push(BTreeSet::new());
-                        list.dns.len() - 1
-                    });
+                        let id = list.dns.len() - 1;
+                        list.by_dn.entry(hash).or_default().push(id);
+                        id
+                    };
                     by_text.insert(text, id);
                     id
                 };
@@ -66,6 +75,18 @@ impl ListeBlanche {
             list.domains.entry(domain).or_default().extend(ids);
         }
         Ok(list)
+    }
+
+    fn dn_id(&self, dn: &Dn) -> Option<usize> {
+        self.dn_id_hashed(dn, self.hasher.hash_one(dn))
+    }
+
+    fn dn_id_hashed(&self, dn: &Dn, hash: u64) -> Option<usize> {
+        self.by_dn
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|&id| self.dns[id] == *dn)
     }
 
     /// `versionFormat` of the list.
@@ -95,16 +116,16 @@ impl ListeBlanche {
 
     /// EX_3.1_5030 step 4: the certificate DN is in the list (for any domain).
     pub fn is_dn_listed(&self, dn: &Dn) -> bool {
-        self.by_dn.contains_key(dn)
+        self.dn_id(dn).is_some()
     }
 
     /// EX_3.1_5030 step 5–6, EX_3.2_5050 step 6: the DN is recorded for this domain.
     pub fn dn_allowed_for_domain(&self, dn: &Dn, domain: &str) -> bool {
         match (
-            self.by_dn.get(dn),
+            self.dn_id(dn),
             self.domains.get(&domain.to_ascii_lowercase()),
         ) {
-            (Some(id), Some(ids)) => ids.contains(id),
+            (Some(id), Some(ids)) => ids.contains(&id),
             _ => false,
         }
     }
@@ -119,9 +140,8 @@ impl ListeBlanche {
 
     /// The domains recorded for a DN.
     pub fn domains_for_dn(&self, dn: &Dn) -> Vec<&str> {
-        self.by_dn
-            .get(dn)
-            .map(|&i| self.domains_of_dn[i].iter().map(String::as_str).collect())
+        self.dn_id(dn)
+            .map(|i| self.domains_of_dn[i].iter().map(String::as_str).collect())
             .unwrap_or_default()
     }
 }
