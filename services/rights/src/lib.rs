@@ -30,4 +30,4 @@ mod server;
 pub use config::RightsConfig;
 pub use error::{RightsError, soap_fault};
 pub use proxy::{ClientAuth, RightsProxy};
-pub use server::serve;
+pub use server::{run, serve};

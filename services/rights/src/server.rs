@@ -10,7 +10,26 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{RightsError, RightsProxy};
+use crate::{ClientAuth, RightsConfig, RightsError, RightsProxy};
+
+/// The daemon's entry point: binds `config.listen`, relays with the card (`client_auth`),
+/// flushes on card removal, serves until `shutdown`.
+pub async fn run(
+    config: RightsConfig,
+    cards: passerelle_cards::CardService,
+    client_auth: ClientAuth,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RightsError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| RightsError::Config(format!("rights.listen {}: {e}", config.listen)))?;
+    let proxy = RightsProxy::with_client_auth(config, cards, client_auth)?;
+    let watcher = proxy.watch_card_removals();
+    serve(proxy, listener, tls, shutdown).await;
+    watcher.abort();
+    Ok(())
+}
 
 /// Serves the LPS on `listener` with `tls` (the device certificate) until `shutdown`
 /// completes.

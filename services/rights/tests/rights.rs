@@ -340,6 +340,26 @@ async fn upstream_down_is_a_receiver_fault() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_slow_upstream_is_a_timeout_fault_not_a_hang() -> anyhow::Result<()> {
+    let mut rig = Rig::start(
+        |p| cps_card(p, names::CPS_AUTH),
+        |c| c.upstream_timeout = Duration::from_millis(500),
+    )
+    .await?;
+    rig.insert_with_pin().await?;
+    rig.amc.set_answer_delay(Duration::from_secs(5));
+    let t0 = Instant::now();
+    let answer = rig.rights(1).await?;
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!(answer.status, 504);
+    assert_eq!(
+        fault(&answer)?,
+        ("env:Receiver".into(), "p:UpstreamTimeout".into())
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_soap_request_over_the_limit_gets_413_and_a_sender_fault() -> anyhow::Result<()> {
     let mut rig = Rig::start(
         |p| cps_card(p, names::CPS_AUTH),

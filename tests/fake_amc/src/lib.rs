@@ -147,6 +147,7 @@ pub struct FakeAmc {
     addr: SocketAddr,
     stats: Arc<Stats>,
     down: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -185,16 +186,19 @@ impl FakeAmc {
         })?;
         let stats = Arc::new(Stats::default());
         let down = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(accept_loop(
             listener,
             acceptor,
             Arc::clone(&stats),
             Arc::clone(&down),
+            Arc::clone(&delay_ms),
         ));
         Ok(Self {
             addr,
             stats,
             down,
+            delay_ms,
             task,
         })
     }
@@ -218,6 +222,14 @@ impl FakeAmc {
     /// While down, connections are closed as soon as accepted.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Every answer waits this long first (a slow AMC).
+    pub fn set_answer_delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     pub fn connections(&self) -> u64 {
@@ -255,6 +267,7 @@ async fn accept_loop(
     acceptor: tokio_rustls::TlsAcceptor,
     stats: Arc<Stats>,
     down: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -265,7 +278,8 @@ async fn accept_loop(
             continue;
         }
         stats.connections.fetch_add(1, Ordering::SeqCst);
-        let (acceptor, stats) = (acceptor.clone(), Arc::clone(&stats));
+        let (acceptor, stats, delay_ms) =
+            (acceptor.clone(), Arc::clone(&stats), Arc::clone(&delay_ms));
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
@@ -290,7 +304,12 @@ async fn accept_loop(
             }
             let service = hyper::service::service_fn(move |req| {
                 let stats = Arc::clone(&stats);
-                async move { Ok::<_, std::convert::Infallible>(answer(req, &stats).await) }
+                let delay = std::time::Duration::from_millis(delay_ms.load(Ordering::SeqCst));
+                async move {
+                    // The slowness under test, not a readiness wait.
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(answer(req, &stats).await)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
