@@ -26,6 +26,7 @@ pub mod delivery;
 mod error;
 pub mod outbox;
 pub mod policy;
+mod psc;
 pub mod submission;
 pub mod upstream;
 

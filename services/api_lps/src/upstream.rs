@@ -32,12 +32,17 @@ pub enum TokenError {
     Unavailable(String),
 }
 
-/// Pro Santé Connect access tokens per BAL, kept fresh by the PSC token manager: `token`
-/// returns one valid for at least the next few seconds (OA-05), `evict` forgets it after
-/// the operator refused it (`535 5.7.8`), so the next `token` refreshes.
+/// Pro Santé Connect access tokens per BAL address, kept fresh by the PSC token manager:
+/// `token` returns one valid for at least the next few seconds (OA-05), `evict` forgets it
+/// after the operator refused it (`535 5.7.8`), so the next `token` refreshes;
+/// `reauth_required` records that a fresh token was refused too (OA-03/OA-07).
 pub trait AccessTokens: Send + Sync + fmt::Debug {
     fn token<'a>(&'a self, bal: &'a str) -> TokenFuture<'a>;
     fn evict<'a>(&'a self, bal: &'a str) -> EvictFuture<'a>;
+    fn reauth_required<'a>(&'a self, bal: &'a str, reason: &'a str) -> EvictFuture<'a> {
+        let _ = (bal, reason);
+        Box::pin(async {})
+    }
 }
 
 /// Why a session could not be opened.
@@ -139,10 +144,14 @@ impl Upstream {
                     client.auth_plain("", &self.bal.address, password).await
                 }
                 BalKind::Per | BalKind::Org => {
-                    let token = self.tokens.token(name).await.map_err(|e| match e {
-                        TokenError::ReauthRequired(d) => ConnectError::Reauth(d),
-                        TokenError::Unavailable(d) => ConnectError::Unreachable(d),
-                    })?;
+                    let token =
+                        self.tokens
+                            .token(&self.bal.address)
+                            .await
+                            .map_err(|e| match e {
+                                TokenError::ReauthRequired(d) => ConnectError::Reauth(d),
+                                TokenError::Unavailable(d) => ConnectError::Unreachable(d),
+                            })?;
                     client.auth_xoauth2(&self.bal.address, &token).await
                 }
             };
@@ -158,15 +167,17 @@ impl Upstream {
                         // A certificate/BAL mismatch or a wrong password does not heal by retrying.
                         return Err(ConnectError::Reauth(e.to_string()));
                     }
-                    self.tokens.evict(name).await;
+                    self.tokens.evict(&self.bal.address).await;
                     last = Some(e);
                 }
                 Err(e) => return Err(unreachable(&e)),
             }
         }
-        Err(ConnectError::Reauth(
-            last.map_or_else(String::new, |e| e.to_string()),
-        ))
+        let reason = last.map_or_else(String::new, |e| e.to_string());
+        self.tokens
+            .reauth_required(&self.bal.address, &reason)
+            .await;
+        Err(ConnectError::Reauth(reason))
     }
 
     async fn open(&self) -> Result<SmtpClient, ConnectError> {
