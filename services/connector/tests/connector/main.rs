@@ -1,0 +1,5 @@
+//! The connector against real peers: another connector instance, SoftHSM2, Dovecot (LMTP),
+//! Postfix, openssl s_client, and a loopback DNS server.
+
+mod common;
+mod inbound;
