@@ -676,9 +676,13 @@ pub async fn events(State(state): State<AppState>) -> impl IntoResponse {
                 .map_or(0, |m| m.kinds.iter().map(|k| k.depth).sum()),
             None => 0,
         };
+        let cards = state.services.cards.as_ref().map_or_else(String::new, |c| {
+            let (readers, cards) = card_counts(&c.readers());
+            format!(",\"cards\":\"{readers} / {cards}\"")
+        });
         let event = Event::default()
             .event("status")
-            .data(format!("{{\"total\":{total},\"at\":{}}}", now()));
+            .data(format!("{{\"total\":{total},\"at\":{}{cards}}}", now()));
         Some((Ok::<_, Infallible>(event), (state, false)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
@@ -707,10 +711,69 @@ pub async fn facturation(
 }
 
 pub async fn cartes(
+    State(state): State<AppState>,
     Extension(lang): Extension<Lang>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    layout(lang, "/cartes", &session, &coming(lang, "coming.cards")).into_response()
+    use passerelle_cards::{CardKind, PinState};
+    let Some(cards) = &state.services.cards else {
+        return layout(lang, "/cartes", &session, &coming(lang, "coming.cards")).into_response();
+    };
+    let readers = cards.readers();
+    let (n_readers, n_cards) = card_counts(&readers);
+    let body = html! {
+        section.card {
+            p { (lang.t("cards.live")) " : " strong data-live="cards" id="live-cards" { (n_readers) " / " (n_cards) } }
+            @if readers.is_empty() { p { (lang.t("cards.none")) } }
+            @else {
+                table id="readers" {
+                    thead { tr { th { (lang.t("cards.reader")) } th { (lang.t("cards.card")) } th { (lang.t("cards.holder")) } th { (lang.t("cards.pin")) } } }
+                    tbody {
+                        @for r in &readers {
+                            tr {
+                                td.mono { (r.name) }
+                                @match &r.card {
+                                    None => { td.muted { (lang.t("cards.empty")) } td {} td {} }
+                                    Some(card) => {
+                                        td { (lang.t(match card.kind {
+                                            CardKind::Cps3Contact => "kind.cps3",
+                                            CardKind::Cps3Contactless => "kind.cps3cl",
+                                            CardKind::Cps4 => "kind.cps4",
+                                            CardKind::Vitale => "kind.vitale",
+                                            CardKind::Unknown => "kind.unknown",
+                                        })) }
+                                        td {
+                                            @if let Some(id) = &card.identity {
+                                                (id.given_name) " " (id.family_name) br; span.muted { (id.profession) " — " (id.national_id) }
+                                            }
+                                            @if let Some(e) = &card.error { span.bad { (e) } }
+                                        }
+                                        td {
+                                            @match card.pin {
+                                                PinState::Unknown => (lang.t("pin.unknown")),
+                                                PinState::NotVerified { tries_left } => { (lang.t("pin.not_verified")) " " (tries_left) }
+                                                PinState::Verified => span.ok { (lang.t("pin.verified")) },
+                                                PinState::Blocked => span.bad { (lang.t("pin.blocked")) },
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            p.muted { (lang.t("cards.pin_entry")) }
+        }
+    };
+    layout(lang, "/cartes", &session, &body).into_response()
+}
+
+fn card_counts(readers: &[passerelle_cards::ReaderStatus]) -> (usize, usize) {
+    (
+        readers.len(),
+        readers.iter().filter(|r| r.card.is_some()).count(),
+    )
 }
 
 pub async fn mises_a_jour(

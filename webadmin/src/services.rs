@@ -33,6 +33,7 @@ pub struct AdminServices {
     pub anchors: Option<AnchorFiles>,
     pub liste_blanche: Option<passerelle_liste_blanche::ListeBlancheHandle>,
     pub annuaire: Option<Arc<passerelle_annuaire::Cache>>,
+    pub cards: Option<passerelle_cards::CardService>,
 }
 
 impl fmt::Debug for AdminServices {
@@ -43,6 +44,7 @@ impl fmt::Debug for AdminServices {
             .field("anchors", &self.anchors)
             .field("liste_blanche", &self.liste_blanche.is_some())
             .field("annuaire", &self.annuaire.is_some())
+            .field("cards", &self.cards.is_some())
             .finish()
     }
 }

@@ -41,6 +41,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(services: AdminServices, lockout: LockoutPolicy) -> anyhow::Result<Self> {
+        Self::start_with(services, move |c| c.lockout = lockout).await
+    }
+
+    /// A server whose configuration `adjust` may change (timeouts, sampling).
+    pub async fn start_with(
+        services: AdminServices,
+        adjust: impl FnOnce(&mut WebadminConfig),
+    ) -> anyhow::Result<Self> {
         let pki = TestPki::generate(&PkiOptions::new(8))?;
         let device = pki.cert(names::DEVICE_WEBADMIN)?;
         let ca = pki.cert(names::DEVICE_CA)?;
@@ -54,7 +62,7 @@ impl TestServer {
         let mut config = WebadminConfig::new("127.0.0.1:0".parse()?, dir.path().join("data"));
         config.redirect_listen = Some("127.0.0.1:0".parse()?);
         config.token_pin_file = Some(dir.path().join("token.pin"));
-        config.lockout = lockout;
+        adjust(&mut config);
         let admin =
             Webadmin::bind(config, services, Arc::new(FixedCert(Arc::new(certified)))).await?;
         let https = admin.https_addr()?;
@@ -157,6 +165,25 @@ impl Client {
             cookies: BTreeMap::new(),
             extra_headers: Vec::new(),
         }
+    }
+
+    /// A TLS connection to the server, for streaming reads (SSE).
+    pub async fn connect(
+        &self,
+    ) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        Ok(self
+            .tls
+            .connect(ServerName::try_from("passerelle.local")?, tcp)
+            .await?)
+    }
+
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     pub async fn send(
