@@ -10,6 +10,8 @@
 mod a1;
 mod k1;
 mod p3;
+mod p4;
+mod p7;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,6 +38,10 @@ enum Bench {
     A1,
     /// P3: encryption of a 10 MB lot, ours vs `openssl cms -encrypt`, and peak RSS.
     P3,
+    /// P4: verification of a 10 000-domain signed liste blanche, ours vs `xmlsec1 --verify`.
+    P4,
+    /// P7: card signatures for 100 rights requests, our pooled proxy vs a new TLS connection each.
+    P7,
     /// Every bench with its defaults.
     All,
 }
@@ -97,11 +103,15 @@ async fn main() -> anyhow::Result<()> {
         Bench::K1 => k1::run()?,
         Bench::A1 => a1::run()?,
         Bench::P3 => p3::run()?,
+        Bench::P4 => p4::run()?,
+        Bench::P7 => p7::run()?,
         Bench::All => {
             println!("{}", q1(&scratch, &Q1Args::default()).await?);
             k1::run()?;
             a1::run()?;
             p3::run()?;
+            p4::run()?;
+            p7::run()?;
         }
     }
     Ok(())

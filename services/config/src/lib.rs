@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use passerelle_annuaire::AnnuaireConfig;
 pub use passerelle_keystore::KeystoreConfig;
+pub use passerelle_liste_blanche::ListeBlancheConfig;
 pub use passerelle_queue::QueueConfig;
 pub use passerelle_sesam::SesamConfig;
 pub use passerelle_trust::TrustConfig;
@@ -100,6 +101,8 @@ pub struct Config {
     pub annuaire: Option<AnnuaireConfig>,
     /// SESAM-Vitale attachment encryption and recipient certificates (issue #6).
     pub sesam: Option<SesamConfig>,
+    /// The verified liste blanche of the MSSanté domains (operator and OCT profiles, issue #5).
+    pub liste_blanche: Option<ListeBlancheConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

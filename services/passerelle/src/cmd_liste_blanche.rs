@@ -147,30 +147,15 @@ fn usage_error(why: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// `general.data_dir`, `[trust]` and `[liste_blanche]` of the configuration file. Read here
-/// until the config crate embeds `[liste_blanche]` (then: `passerelle_config::Config::load`).
+/// `general.data_dir`, `[trust]` and `[liste_blanche]` of the configuration file, validated
+/// with the rest of it.
 fn load(path: &Path) -> Result<(PathBuf, TrustConfig, ListeBlancheConfig), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut table: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut take = |key: &str| {
-        table
-            .remove(key)
-            .ok_or_else(|| format!("{}: no [{key}] table", path.display()))
-    };
-    let general = take("general")?;
-    let trust = take("trust")?;
-    let liste = take("liste_blanche")?;
-    let data_dir = general
-        .get("data_dir")
-        .and_then(toml::Value::as_str)
-        .map(PathBuf::from)
-        .ok_or_else(|| format!("{}: no general.data_dir", path.display()))?;
-    let trust: TrustConfig = trust
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("[trust]: {e}"))?;
-    let liste: ListeBlancheConfig = liste
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("[liste_blanche]: {e}"))?;
-    Ok((data_dir, trust, liste))
+    let config = passerelle_config::Config::load(path).map_err(|e| e.to_string())?;
+    let trust = config
+        .trust
+        .ok_or_else(|| format!("{}: no [trust] table", path.display()))?;
+    let liste = config
+        .liste_blanche
+        .ok_or_else(|| format!("{}: no [liste_blanche] table", path.display()))?;
+    Ok((config.general.data_dir, trust, liste))
 }

@@ -3,7 +3,9 @@
 //! `liste-blanche`, `sesam`, `annuaire` and `vendor` here.
 
 mod cmd_annuaire;
+mod cmd_cards;
 mod cmd_keystore;
+mod cmd_liste_blanche;
 mod cmd_sesam;
 mod cmd_trust;
 mod daemon;
@@ -40,6 +42,12 @@ enum Command {
     Trust(cmd_trust::TrustCommand),
     /// The local Annuaire Santé cache: refresh it, search it.
     Annuaire(AnnuaireArgs),
+    /// The MSSanté liste blanche: verify a signed file, fetch and install the current list.
+    #[command(subcommand)]
+    ListeBlanche(cmd_liste_blanche::ListeBlancheCommand),
+    /// CPS card readers: the readers, the cards in them, who they belong to, PIN state.
+    #[command(subcommand)]
+    Cards(cmd_cards::CardsCommand),
     /// SESAM-Vitale billing lots: encrypt a lot into the message the caisse expects.
     #[command(subcommand)]
     Sesam(cmd_sesam::SesamCommand),
@@ -110,6 +118,8 @@ fn main() -> ExitCode {
         },
         Command::Trust(cmd) => cmd_trust::run(cmd),
         Command::Sesam(cmd) => cmd_sesam::run(cmd),
+        Command::Cards(cmd) => cmd_cards::run(&cmd),
+        Command::ListeBlanche(cmd) => cmd_liste_blanche::run(cmd),
         Command::Keystore(args) => match Config::load(&args.config) {
             Ok(Config {
                 keystore: Some(keystore),
