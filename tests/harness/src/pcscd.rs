@@ -66,7 +66,7 @@ impl PcscdBuilder {
         // Not "host:port" in DEVICENAME: that makes vpcd connect out to the card instead,
         // and vpcd 0.8 then crashes pcscd on the first poll (FD_SET(-1), fortify abort).
         let script =
-            r#"ip link set lo up && mount --bind "$1" /run && exec "$2" -f -i -c "$3" "$4""#;
+            r#"ip link set lo up && mount --bind "$1" /run && exec "$2" -f -i -c "$3" ${4:+"$4"}"#;
         let mut cmd = Command::new(unshare);
         cmd.args([
             "--mount",
@@ -81,7 +81,8 @@ impl PcscdBuilder {
         .arg(&run_dir)
         .arg(&pcscd)
         .arg(&conf_dir)
-        // An empty argument is harmless to pcscd's option parser.
+        // Empty when APDU logging is off; the script then passes no argument at all
+        // (pcscd refuses an empty one as an unknown option).
         .arg(if self.apdu_log { "-a" } else { "" });
         let mut process = PeerProcess::spawn(PEER, &mut cmd, dir.join("pcscd.log"))?;
         let socket = run_dir.join("pcscd").join("pcscd.comm");

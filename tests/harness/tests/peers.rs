@@ -241,7 +241,7 @@ fn wait_for_state(
 
 #[test]
 fn pcsc_sees_virtual_reader_and_card() -> anyhow::Result<()> {
-    let pcscd = Pcscd::builder().apdu_log(true).start()?;
+    let pcscd = Pcscd::builder().apdu_log(false).start()?;
     pcscd.set_process_env();
     let mut card = pcscd.virtual_card(0, RecordingCard::default())?;
     assert_eq!(card.reader_name(), "Virtual PCD 00 00");
