@@ -2,4 +2,6 @@
 //! Postfix, openssl s_client, and a loopback DNS server.
 
 mod common;
+mod dns;
 mod inbound;
+mod outbound;
