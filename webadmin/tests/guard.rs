@@ -42,6 +42,12 @@ async fn setup_is_open_only_until_done_then_every_route_needs_a_session() -> any
         "{}",
         r.body
     );
+    // The token PIN went to its file, readable by the owner only.
+    let pin_file = server.dir.path().join("token.pin");
+    assert_eq!(std::fs::read_to_string(&pin_file)?, "1234\n");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&pin_file)?.permissions());
+    assert_eq!(mode & 0o777, 0o600);
 
     // Setup is locked now, even with a valid pre-session CSRF token.
     let r = c.get("/setup").await?;

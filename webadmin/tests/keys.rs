@@ -52,6 +52,41 @@ fn multipart(label: &str, file: &[u8]) -> Vec<u8> {
     body
 }
 
+async fn generate(
+    c: &mut common::Client,
+    csrf: &str,
+    label: &str,
+) -> anyhow::Result<common::Reply> {
+    c.post_form(
+        "/cles/generer",
+        &[("csrf", csrf), ("label", label), ("algorithm", "ec-p256")],
+    )
+    .await
+}
+
+/// `openssl x509 -req` with the test PKI's device CA.
+fn sign_with_device_ca(csr: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let pki = passerelle_testpki::TestPki::generate(&passerelle_testpki::PkiOptions::new(8))?;
+    let dir = tempfile::tempdir()?;
+    pki.write_to(dir.path())?;
+    let status = Command::new("openssl")
+        .args(["x509", "-req", "-days", "30", "-in"])
+        .arg(csr)
+        .arg("-CA")
+        .arg(dir.path().join("device-ca.crt.pem"))
+        .arg("-CAkey")
+        .arg(dir.path().join("device-ca.key.pem"))
+        .arg("-out")
+        .arg(out)
+        .output()?;
+    anyhow::ensure!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ex_ssi_5100_generate_a_key_in_the_token_and_download_its_csr() -> anyhow::Result<()> {
     let token = token().await?;
@@ -63,29 +98,11 @@ async fn ex_ssi_5100_generate_a_key_in_the_token_and_download_its_csr() -> anyho
     let csrf = c.session_csrf().await?;
 
     // Bad label: message next to the field, nothing generated.
-    let r = c
-        .post_form(
-            "/cles/generer",
-            &[
-                ("csrf", &csrf),
-                ("label", "<b>x</b>"),
-                ("algorithm", "ec-p256"),
-            ],
-        )
-        .await?;
+    let r = generate(&mut c, &csrf, "<b>x</b>").await?;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.body.contains("id=\"err-label\"") && r.body.contains("&lt;b&gt;x&lt;/b&gt;"));
 
-    let r = c
-        .post_form(
-            "/cles/generer",
-            &[
-                ("csrf", &csrf),
-                ("label", "web-test"),
-                ("algorithm", "ec-p256"),
-            ],
-        )
-        .await?;
+    let r = generate(&mut c, &csrf, "web-test").await?;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains("Clé générée : web-test"));
     assert!(r.body.contains("sensitive, non-extractable, local"));
@@ -134,8 +151,31 @@ async fn ex_ssi_5100_generate_a_key_in_the_token_and_download_its_csr() -> anyho
     );
     assert!(text.contains("passerelle.cabinet.local"), "{text}");
 
+    // The CA signs the CSR; the certificate is imported beside the key.
+    let issued = server.dir.path().join("web-test.crt.pem");
+    sign_with_device_ca(&csr, &issued)?;
+    let r = c
+        .send(
+            "POST",
+            &format!("/cles/certificat?csrf={csrf}"),
+            Some("multipart/form-data; boundary=XyZ"),
+            multipart("web-test", &std::fs::read(&issued)?),
+        )
+        .await?;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body.contains("Certificat importé : web-test"),
+        "{}",
+        r.body
+    );
+    let info = token.keystore.info(&KeyRef::from("web-test")).await?;
+    assert!(
+        info.certificate_subject
+            .is_some_and(|s| s.contains("passerelle.cabinet.local"))
+    );
+
     let j = c.get("/journal").await?;
-    for action in ["key_generate", "key_csr"] {
+    for action in ["key_generate", "key_csr", "certificate_import"] {
         assert!(j.body.contains(action), "audit lacks {action}");
     }
     server.stop().await;

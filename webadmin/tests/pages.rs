@@ -218,3 +218,37 @@ fn the_config_table_has_defaults_and_refuses_unknown_keys() -> anyhow::Result<()
     assert!(err.to_string().contains("unknown field"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn annuaire_page_searches_the_local_cache() -> anyhow::Result<()> {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../services/annuaire/tests/fixtures/extraction_correspondance_mssante.txt"
+    );
+    let dir = tempfile::tempdir()?;
+    let config: passerelle_annuaire::AnnuaireConfig = toml::from_str(&format!(
+        "cache_dir = {:?}\n[extraction]\nurl = \"file://{fixture}\"\n",
+        dir.path().join("cache").display().to_string()
+    ))?;
+    let cache = Arc::new(passerelle_annuaire::Cache::open(&config.cache_dir).await?);
+    passerelle_annuaire::refresh(&config, &cache).await?;
+    let (server, mut c) = logged_in(AdminServices {
+        annuaire: Some(cache),
+        ..AdminServices::default()
+    })
+    .await?;
+    let page = c
+        .get("/annuaire?q=h%C3%A9l%C3%A8ne%20SAINT-ETIENNE")
+        .await?;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("helene.lefevre@exemple-sante.mssante.fr"),
+        "{}",
+        page.body
+    );
+    let none = c.get("/annuaire?q=zzzzzz").await?;
+    assert!(none.body.contains("Aucun résultat."));
+    server.stop().await;
+    Ok(())
+}
