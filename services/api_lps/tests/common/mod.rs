@@ -112,10 +112,9 @@ impl Pki {
     /// The test PKI's ORG AUTH_CLI with its software key.
     pub fn software_org_auth_cli(&self) -> anyhow::Result<Arc<dyn ResolvesClientCert>> {
         let key = rustls::crypto::ring::sign::any_supported_type(&self.key(names::ORG_AUTH_CLI)?)?;
-        Ok(Arc::new(Fixed(Arc::new(rustls::sign::CertifiedKey::new(
-            self.chain(names::ORG_AUTH_CLI)?,
-            key,
-        )))))
+        Ok(Arc::new(FixedCert(Arc::new(
+            rustls::sign::CertifiedKey::new(self.chain(names::ORG_AUTH_CLI)?, key),
+        ))))
     }
 
     pub fn org_auth_cli_fingerprint(&self) -> anyhow::Result<String> {
@@ -141,10 +140,17 @@ impl Pki {
     }
 }
 
+/// Presents one in-memory certificate and key.
 #[derive(Debug)]
-struct Fixed(Arc<rustls::sign::CertifiedKey>);
+pub struct FixedCert(Arc<rustls::sign::CertifiedKey>);
 
-impl ResolvesClientCert for Fixed {
+impl FixedCert {
+    pub fn new(key: rustls::sign::CertifiedKey) -> Self {
+        Self(Arc::new(key))
+    }
+}
+
+impl ResolvesClientCert for FixedCert {
     fn resolve(
         &self,
         _hints: &[&[u8]],
