@@ -21,7 +21,7 @@ const LOCAL: &str = "medecin@cabinet.local";
 
 struct World {
     env: TestEnv,
-    _fake: FakePsc,
+    fake: FakePsc,
     psc: Psc,
     operator: Dovecot,
     local: Dovecot,
@@ -65,7 +65,7 @@ async fn world() -> anyhow::Result<World> {
     let proxy = FaultProxy::start(operator.imap_addr()).await?;
     Ok(World {
         env,
-        _fake: fake,
+        fake,
         psc,
         operator,
         local,
@@ -363,4 +363,48 @@ fn uidvalidity(maildir: &std::path::Path) -> anyhow::Result<String> {
         .find_map(|f| f.strip_prefix('V'))
         .map(str::to_owned)
         .context("no V in dovecot-uidlist")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ex_lps_0710_refused_token_is_evicted_retried_once_then_reauth_required()
+-> anyhow::Result<()> {
+    let w = world().await?;
+    inject(&w, 0..1)?;
+    w.fake.set_introspection_refuses(true);
+    let run = start(&w, mirror_config(&w, Duration::from_secs(600), false)?).await?;
+    let psc = w.psc.clone();
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            Ok(usize::from(matches!(
+                psc.session(BAL),
+                Some(passerelle_psc::SessionState::ReauthRequired { .. })
+            )))
+        },
+        1,
+    )
+    .await
+    .context("BAL never marked re-auth required")?;
+    // One refresh for the first attempt, one after the eviction, none in a loop after.
+    ensure!(
+        w.fake.token_requests() == 2,
+        "{} refreshes",
+        w.fake.token_requests()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(w.fake.token_requests() == 2, "no retry loop against PSC");
+    ensure!(w.local.inbox_count(LOCAL)? == 0 && w.operator.inbox_count(BAL)? == 1);
+
+    // OA-07: the practitioner logs in again; the mirror resumes by itself.
+    w.fake.set_introspection_refuses(false);
+    w.psc
+        .set_refresh_token(BAL, &w.fake.login(BAL, "899700218896"))
+        .await?;
+    wait_for(
+        Duration::from_secs(20),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        1,
+    )
+    .await?;
+    run.stop().await
 }

@@ -90,6 +90,7 @@ struct State {
     access_lifetime: Duration,
     rotate: bool,
     unavailable: bool,
+    introspection_refuses: bool,
 }
 
 #[derive(Debug, Default)]
@@ -173,6 +174,7 @@ impl FakePsc {
                 access_lifetime: Duration::from_secs(60),
                 rotate: true,
                 unavailable: false,
+                introspection_refuses: false,
             }),
             counters: Counters::default(),
             key,
@@ -245,6 +247,12 @@ impl FakePsc {
     /// Answer 503 to everything.
     pub fn set_unavailable(&self, on: bool) {
         self.state().unavailable = on;
+    }
+
+    /// Introspection answers `active: false` for every token, as if PSC no longer
+    /// recognised the practitioner: the operator refuses even fresh tokens.
+    pub fn set_introspection_refuses(&self, on: bool) {
+        self.state().introspection_refuses = on;
     }
 
     /// Makes every issued access token expired (as if their minute had passed).
@@ -451,7 +459,7 @@ async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
                 .fetch_add(1, Ordering::SeqCst);
             let token = form.get("token").cloned().or(bearer).unwrap_or_default();
             match state.access.get(&token) {
-                Some(a) if a.exp > now() => reply(
+                Some(a) if a.exp > now() && !state.introspection_refuses => reply(
                     StatusCode::OK,
                     &json!({
                         "active": true, "username": a.session.bal,
