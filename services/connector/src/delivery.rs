@@ -748,25 +748,25 @@ impl ServerCertVerifier for DomainVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.inner.verify_server_cert(
+        // Step 4: a chain refused (revoked, unknown issuer, CRL out of date…) abandons this
+        // connection; the message is retried, as the refusal may be temporary.
+        if let Err(e) = self.inner.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
-        );
-        let decision = match &verified {
-            Ok(_) => self.decide(end_entity),
-            Err(e) => Err(format!(
-                "server certificate chain refused (EX_3.2_5050 step 4): {e}"
-            )),
-        };
+        ) {
+            tracing::warn!(domain = %self.domain, error = %e, requirement = "EX_OPE_5040", "MX host certificate chain refused");
+            return Err(e);
+        }
+        // Steps 5–6: a listed server not tied to the domain is a policy refusal.
+        let decision = self.decide(end_entity);
         let refused = decision.is_err();
         *self
             .outcome
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(decision);
-        verified?;
         if refused {
             return Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,

@@ -279,10 +279,11 @@ pub fn list_template(entries: &[(&str, &[&str])]) -> String {
 /// Operator B's connector key generated in a SoftHSM2 token, its certificate issued by
 /// `aci-el-org` from the token-signed CSR (openssl CLI as the CA: IGC-Santé CA names repeat
 /// `OU`, which rcgen cannot write as an issuer) and imported into the token.
+/// Fields drop in order: the key and the keystore before the token directory goes.
 pub struct TokenIdentity {
-    pub hsm: SoftHsm,
-    pub keystore: Keystore,
     pub certified: Arc<CertifiedKey>,
+    pub keystore: Keystore,
+    pub hsm: SoftHsm,
     _dir: tempfile::TempDir,
 }
 
@@ -354,9 +355,9 @@ pub async fn token_identity(world: &World) -> anyhow::Result<TokenIdentity> {
     keystore.import_certificate(&key, &cert).await?;
     let certified = keystore.certified_key(&key).await?;
     Ok(TokenIdentity {
-        hsm,
-        keystore,
         certified,
+        keystore,
+        hsm,
         _dir: dir,
     })
 }
@@ -397,6 +398,8 @@ pub struct InstanceSpec<'a> {
     pub lmtp: bool,
     pub nameserver: Option<std::net::SocketAddr>,
     pub peer_port: u16,
+    /// `relay.allowed_clients`.
+    pub relay_clients: &'a [&'a str],
 }
 
 impl Instance {
@@ -416,7 +419,7 @@ impl Instance {
             "domains": spec.domains,
             "key_label": "connector",
             "inbound": { "listen": "127.0.0.1:0" },
-            "relay": { "listen": "127.0.0.1:0", "allowed_clients": ["127.0.0.1/32"] },
+            "relay": { "listen": "127.0.0.1:0", "allowed_clients": spec.relay_clients },
             "internal": { "target": spec.internal.to_string(), "lmtp": spec.lmtp },
             "outbound": {
                 "nameservers": spec.nameserver.iter().map(ToString::to_string).collect::<Vec<_>>(),

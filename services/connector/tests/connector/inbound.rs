@@ -38,6 +38,7 @@ async fn receiver_with(
             lmtp: true,
             nameserver: None,
             peer_port: 25,
+            relay_clients: &["127.0.0.1/32"],
         },
         token.certified.clone(),
         list,

@@ -5,3 +5,4 @@ mod common;
 mod dns;
 mod inbound;
 mod outbound;
+mod resilience;
