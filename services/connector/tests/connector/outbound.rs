@@ -271,3 +271,33 @@ async fn ex_3_2_5040_mx_of_another_operator_is_never_used_as_relay() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ex_3_1_5030_unknown_recipient_bounces_back_to_the_sending_operator_with_a_null_sender()
+-> anyhow::Result<()> {
+    let p = pair(zone(), World::standard_list).await?;
+    let nobody = format!("nobody@{DOMAIN_B}");
+    let d = submit(p.a.relay, ALICE, &[&nobody], "inconnu").await?;
+    assert!(d.recipients[0].delivered(), "{d:?}");
+    // B accepts for its domain, its Dovecot refuses the mailbox, B's DSN goes back to A with
+    // MAIL FROM:<> (DN check only) and lands in Alice's INBOX.
+    p.dovecot_a
+        .wait_for_inbox_count(ALICE, 1, Duration::from_secs(30))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nB traces:\n{}\nA traces:\n{}",
+                p.b.traces(),
+                p.a.traces()
+            )
+        })?;
+    let b = p.b.traces();
+    assert!(b.contains("\"event\":\"dsn\""), "{b}");
+    let a = p.a.traces();
+    assert!(
+        a.lines().any(|l| l.contains("\"direction\":\"inbound\"")
+            && l.contains("\"event\":\"message\"")
+            && l.contains("\"from\":\"\"")),
+        "{a}"
+    );
+    Ok(())
+}
