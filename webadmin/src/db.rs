@@ -173,6 +173,21 @@ impl Db {
         }))
     }
 
+    /// Whether the session is still valid, without counting this check as activity (the live
+    /// status stream must not keep an idle session open).
+    pub async fn session_alive(&self, id_hash: &str, idle_secs: i64) -> Result<bool> {
+        let now = now();
+        let alive: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sessions WHERE id_hash = ?1 AND expires_at > ?2 AND last_seen > ?3",
+        )
+        .bind(id_hash)
+        .bind(now)
+        .bind(now - idle_secs)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(alive.is_some())
+    }
+
     pub async fn delete_session(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = ?1")
             .bind(id_hash)
@@ -205,6 +220,11 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM login_failures WHERE at <= ?1")
             .bind(now - window_secs)
+            .execute(&mut *tx)
+            .await?;
+        // Names typed at the login form are arbitrary: expired lockouts go too.
+        sqlx::query("DELETE FROM lockouts WHERE until <= ?1")
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO login_failures (subject, at) VALUES (?1, ?2)")

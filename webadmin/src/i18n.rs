@@ -306,6 +306,16 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("pin.verified", "vérifié", "verified"),
     ("pin.blocked", "bloqué", "blocked"),
     (
+        "alert.cert_expired",
+        "Certificat expiré pour la clé",
+        "Certificate expired for key",
+    ),
+    (
+        "alert.cert_expiring",
+        "Certificat bientôt expiré (moins de 30 jours) pour la clé",
+        "Certificate expiring within 30 days for key",
+    ),
+    (
         "not_configured",
         "Service non configuré sur cet appareil.",
         "Service not configured on this appliance.",

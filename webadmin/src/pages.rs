@@ -614,6 +614,9 @@ pub async fn dashboard(
             Ok(Ok(_)) | Err(_) => alerts.push(lang.t("alert.anchors").to_owned()),
         }
     }
+    if let Some(ks) = &state.services.keystore {
+        alerts.extend(certificate_alerts(ks, lang).await);
+    }
     if let Some(lb) = &state.services.liste_blanche {
         match lb.state(rustls_pki_types::UnixTime::now()) {
             passerelle_liste_blanche::ListeBlancheState::NoVerifiedList => {
@@ -663,28 +666,76 @@ pub async fn dashboard(
     layout(lang, "/", &session, &body).into_response()
 }
 
-/// Live status: one `status` event every few seconds with the pending total.
-pub async fn events(State(state): State<AppState>) -> impl IntoResponse {
-    let stream = futures::stream::unfold((state, true), |(state, first)| async move {
-        if !first {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-        let total: u64 = match &state.services.queue {
-            Some(q) => q
-                .metrics()
-                .await
-                .map_or(0, |m| m.kinds.iter().map(|k| k.depth).sum()),
-            None => 0,
+/// Token certificates expired or expiring within 30 days.
+async fn certificate_alerts(ks: &passerelle_keystore::Keystore, lang: Lang) -> Vec<String> {
+    let Ok(keys) = ks.list().await else {
+        return Vec::new();
+    };
+    let mut alerts = Vec::new();
+    for key in keys.iter().filter(|k| k.certificate_subject.is_some()) {
+        let Ok(certified) = ks.certified_key(&KeyRef::Label(key.label.clone())).await else {
+            continue;
         };
-        let cards = state.services.cards.as_ref().map_or_else(String::new, |c| {
-            let (readers, cards) = card_counts(&c.readers());
-            format!(",\"cards\":\"{readers} / {cards}\"")
-        });
-        let event = Event::default()
-            .event("status")
-            .data(format!("{{\"total\":{total},\"at\":{}{cards}}}", now()));
-        Some((Ok::<_, Infallible>(event), (state, false)))
-    });
+        let Some(not_after) = certified.cert.first().and_then(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .ok()
+                .map(|(_, c)| c.validity().not_after.timestamp())
+        }) else {
+            continue;
+        };
+        let now = now();
+        if not_after <= now {
+            alerts.push(format!("{} {}", lang.t("alert.cert_expired"), key.label));
+        } else if not_after - now <= 30 * 86_400 {
+            alerts.push(format!(
+                "{} {} ({})",
+                lang.t("alert.cert_expiring"),
+                key.label,
+                format_ts(not_after)
+            ));
+        }
+    }
+    alerts
+}
+
+/// Live status: one `status` event every few seconds with the pending total (and the reader /
+/// card count). The stream ends when the session does (logout, expiry, idle timeout).
+pub async fn events(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> impl IntoResponse {
+    let idle = i64::try_from(state.config.idle_timeout.as_secs()).unwrap_or(i64::MAX);
+    let stream = futures::stream::unfold(
+        (state, session, true),
+        move |(state, session, first)| async move {
+            if !first {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if !state
+                    .db
+                    .session_alive(&session.id_hash, idle)
+                    .await
+                    .unwrap_or(false)
+                {
+                    return None;
+                }
+            }
+            let total: u64 = match &state.services.queue {
+                Some(q) => q
+                    .metrics()
+                    .await
+                    .map_or(0, |m| m.kinds.iter().map(|k| k.depth).sum()),
+                None => 0,
+            };
+            let cards = state.services.cards.as_ref().map_or_else(String::new, |c| {
+                let (readers, cards) = card_counts(&c.readers());
+                format!(",\"cards\":\"{readers} / {cards}\"")
+            });
+            let event = Event::default()
+                .event("status")
+                .data(format!("{{\"total\":{total},\"at\":{}{cards}}}", now()));
+            Some((Ok::<_, Infallible>(event), (state, session, false)))
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -69,8 +69,16 @@ fn sign_with_device_ca(csr: &std::path::Path, out: &std::path::Path) -> anyhow::
     let pki = passerelle_testpki::TestPki::generate(&passerelle_testpki::PkiOptions::new(8))?;
     let dir = tempfile::tempdir()?;
     pki.write_to(dir.path())?;
+    // X.509 v3 (extensions), as rustls requires of the certificate the token key serves.
+    let ext = dir.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )?;
     let status = Command::new("openssl")
-        .args(["x509", "-req", "-days", "30", "-in"])
+        .args(["x509", "-req", "-days", "20", "-extfile"])
+        .arg(&ext)
+        .arg("-in")
         .arg(csr)
         .arg("-CA")
         .arg(dir.path().join("device-ca.crt.pem"))
@@ -172,6 +180,12 @@ async fn ex_ssi_5100_generate_a_key_in_the_token_and_download_its_csr() -> anyho
     assert!(
         info.certificate_subject
             .is_some_and(|s| s.contains("passerelle.cabinet.local"))
+    );
+    // Issued for 20 days: the dashboard warns it expires soon.
+    let dash = c.get("/").await?.body;
+    assert!(
+        dash.contains("bientôt expiré (moins de 30 jours) pour la clé web-test"),
+        "{dash}"
     );
 
     let j = c.get("/journal").await?;
