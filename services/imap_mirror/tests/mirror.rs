@@ -408,3 +408,116 @@ async fn ex_lps_0710_refused_token_is_evicted_retried_once_then_reauth_required(
     .await?;
     run.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ex_lps_1200_app_bal_mirrors_with_the_org_auth_cli_certificate_and_plain()
+-> anyhow::Result<()> {
+    const APP_BAL: &str = "cabinet.app@medecin.mssante.fr";
+    let env = TestEnv::new()?;
+    // The structure's ORG AUTH_CLI key in the token, certified by the IGC-Santé ORG CA.
+    let keystore = Keystore::open(&env.keystore).await?;
+    let key = passerelle_keystore::KeyRef::from("org-auth-cli");
+    keystore
+        .generate("org-auth-cli", KeyAlgorithm::Rsa2048)
+        .await?;
+    let csr = keystore
+        .csr(
+            &key,
+            &passerelle_keystore::Subject::OrgAuthCli {
+                id_nat_struct: "318751275100020".to_owned(),
+                organization: "CABINET MEDICAL DU PARC".to_owned(),
+                department: passerelle_keystore::Department {
+                    name: "Paris".to_owned(),
+                    code: "75".to_owned(),
+                },
+            },
+        )
+        .await?;
+    let cert = issue_org_auth_cli(&env, &csr)?;
+    keystore.import_certificate(&key, &cert).await?;
+
+    let operator = Dovecot::builder()
+        .tls(env.operator_tls())
+        .client_cert_auth(true)
+        // EX_LPS_1200 step 3: the BAL comes from the PLAIN login, not from the
+        // certificate (whose OU names the structure); the certificate stays required.
+        .extra_config("auth_ssl_username_from_cert = no")
+        .user(APP_BAL, "mot-de-passe-operateur")
+        .start()?;
+    operator.deliver("secretariat@clinique.mssante.fr", APP_BAL, &message(1))?;
+    let local = Dovecot::builder().user(LOCAL, "local-password").start()?;
+    let password = secret_file(env.dir.path(), "app.password", "mot-de-passe-operateur")?;
+    let config: MirrorConfig = toml::from_str(&format!(
+        "state_db = '{}'\nlmtp = '{}'\nreconnect_min = '100ms'\n\
+         [[bals]]\nbal = '{APP_BAL}'\nimap_host = '{OPERATOR_NAME}'\nimap_addr = '{}'\nlocal_user = '{LOCAL}'\n\
+         auth = {{ method = 'certificate', key_label = 'org-auth-cli', password_file = '{}' }}\n",
+        env.dir.path().join("mirror.db").display(),
+        local.lmtp_addr(),
+        operator.imap_addr(),
+        password.display(),
+    ))?;
+    let queue = Queue::open_sqlite(env.dir.path().join("inbox"), QueueConfig::default()).await?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_mirror(
+        config,
+        queue,
+        None,
+        Arc::clone(&env.trust),
+        Some(keystore),
+        Arc::new(Counters::default()),
+        stop.clone(),
+    ));
+    wait_for(Duration::from_secs(20), || Ok(local.inbox_count(LOCAL)?), 1)
+        .await
+        .with_context(|| operator.log_tail(30))?;
+    operator.deliver("secretariat@clinique.mssante.fr", APP_BAL, &message(2))?;
+    wait_for(Duration::from_secs(5), || Ok(local.inbox_count(LOCAL)?), 2).await?;
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+/// Signs `csr_pem` with the test PKI's ORG CA using the openssl CLI (IGC-Santé CA names
+/// repeat OU, which rcgen cannot write as an issuer).
+fn issue_org_auth_cli(env: &TestEnv, csr_pem: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = env.dir.path();
+    let (csr, ext, cert) = (
+        dir.join("org.csr.pem"),
+        dir.join("org.ext"),
+        dir.join("org.crt.pem"),
+    );
+    std::fs::write(&csr, csr_pem)?;
+    std::fs::write(
+        &ext,
+        "keyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n",
+    )?;
+    let ca = passerelle_testpki::names::ACI_EL_ORG;
+    let out = std::process::Command::new("openssl")
+        .arg("x509")
+        .arg("-req")
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(env.pki_path(&format!("{ca}.crt.pem")))
+        .arg("-CAkey")
+        .arg(env.pki_path(&format!("{ca}.key.pem")))
+        .args([
+            "-set_serial",
+            "0x4f524731",
+            "-days",
+            "30",
+            "-sha256",
+            "-extfile",
+        ])
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("openssl")?;
+    ensure!(
+        out.status.success(),
+        "openssl x509 -req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(cert)
+}
