@@ -395,3 +395,42 @@ async fn ex_ope_5010_non_listed_cipher_is_refused_by_the_inbound_listener() -> a
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ex_3_1_5040_oversized_lines_and_pipelined_injection_are_refused_and_the_listener_keeps_serving()
+-> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let r = receiver().await?;
+    let stream = tokio::net::TcpStream::connect(r.b.inbound).await?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let banner = lines.next_line().await?.unwrap_or_default();
+    assert!(banner.starts_with("220 "), "{banner}");
+    write
+        .write_all(format!("EHLO {}\r\n", "x".repeat(5000)).as_bytes())
+        .await?;
+    let reply = lines.next_line().await?.unwrap_or_default();
+    assert!(reply.starts_with("500 5.5.2"), "{reply}");
+    // Commands smuggled behind STARTTLS in the same packet are never run in TLS.
+    write
+        .write_all(b"EHLO a.test\r\nSTARTTLS\r\nMAIL FROM:<alice@operateur-a.mssante.fr>\r\n")
+        .await?;
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(2), lines.next_line()).await
+    {
+        seen.push(line);
+    }
+    assert!(!seen.iter().any(|l| l.starts_with("250 2.1.0")), "{seen:?}");
+    // The listener still serves a well-behaved operator.
+    let mut client = r
+        .world
+        .operator_client(r.b.inbound, Some(r.world.memory_identity(names::SERVER_A)?))
+        .await?;
+    let sender = format!("alice@{DOMAIN_A}");
+    let d = client
+        .send(&envelope(&sender, &[BOB]), &message(&sender, BOB, "x"))
+        .await?;
+    assert!(d.recipients[0].delivered(), "{d:?}");
+    Ok(())
+}
