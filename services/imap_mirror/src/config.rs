@@ -143,3 +143,37 @@ impl MirrorConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "state_db = '/var/lib/passerelle/mirror.db'\nlmtp = '127.0.0.1:24'\n\
+        [[bals]]\nbal = 'jean.dupond@medecin.mssante.fr'\nauth = { method = 'xoauth2' }\n\
+        imap_host = 'imap.operateur.mssante.fr'\nlocal_user = 'medecin@cabinet.local'\n";
+
+    #[test]
+    fn defaults_keep_idle_below_the_operator_cut_and_deletion_off() {
+        let c: MirrorConfig = toml::from_str(BASE).expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.idle_reissue, Duration::from_secs(600));
+        assert!(!c.bals[0].delete_after_mirror);
+        assert_eq!(c.bals[0].folders, ["INBOX"]);
+        assert_eq!(c.bals[0].imap_port, 143);
+    }
+
+    #[test]
+    fn ex_lps_1000_idle_period_of_15_min_is_refused() {
+        let c: MirrorConfig =
+            toml::from_str(&BASE.replace("lmtp =", "idle_reissue = '15m'\nlmtp ="))
+                .expect("parses");
+        let err = c.validate().expect_err("15 min is the operator's cut");
+        assert!(err.to_string().contains("EX_LPS_1000"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = BASE.replace("lmtp =", "idle = '1m'\nlmtp =");
+        assert!(toml::from_str::<MirrorConfig>(&text).is_err());
+    }
+}
