@@ -18,11 +18,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use passerelle_annuaire::AnnuaireConfig;
+pub use passerelle_cards::CardsConfig;
+pub use passerelle_connector::ConnectorConfig;
 pub use passerelle_keystore::KeystoreConfig;
 pub use passerelle_liste_blanche::ListeBlancheConfig;
 pub use passerelle_queue::QueueConfig;
+pub use passerelle_rights::RightsConfig;
 pub use passerelle_sesam::SesamConfig;
 pub use passerelle_trust::TrustConfig;
+pub use passerelle_webadmin::WebadminConfig;
 
 /// The configuration `make run` starts with: data under `./var`, listeners on 127.0.0.1.
 pub const DEMO_TOML: &str = include_str!("../demo.toml");
@@ -103,6 +107,35 @@ pub struct Config {
     pub sesam: Option<SesamConfig>,
     /// The verified liste blanche of the MSSanté domains (operator and OCT profiles, issue #5).
     pub liste_blanche: Option<ListeBlancheConfig>,
+    /// The site's Connecteur MSSanté: TM3.1P inbound, TM3.2P outbound (issue #5).
+    pub connector: Option<ConnectorConfig>,
+    /// The box's own identity on the LAN: its device key in the token (web admin, rights
+    /// endpoint).
+    pub device: Option<Device>,
+    /// The local web admin (issue #8).
+    pub webadmin: Option<WebadminConfig>,
+    /// CPS card readers over PC/SC (issue #7).
+    pub cards: Option<CardsConfig>,
+    /// The Visiodroits/AMC rights proxy (issue #7).
+    pub rights: Option<RightsConfig>,
+}
+
+/// The device certificate the box presents on the LAN. Its key is generated in the token at
+/// first start and its certificate is self-signed by that key until an issued one is imported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Label of the device key in the token.
+    #[serde(default = "default_device_key_label")]
+    pub key_label: String,
+    /// Name the box answers to on the LAN (the certificate's CN and DNS name).
+    pub name: String,
+    /// The practice or organisation operating the box (the certificate's O).
+    pub organization: String,
+}
+
+fn default_device_key_label() -> String {
+    "device".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,15 +1,30 @@
-//! `passerelle run`: opens the durable state, starts the listeners of the configured
-//! profile, and stops cleanly on SIGTERM/SIGINT. It only wires services together; what each
-//! one does lives in its own crate (see ARCHITECTURE.md).
+//! `passerelle run`: opens the durable state, starts the services the configuration names,
+//! and stops cleanly on SIGTERM/SIGINT. It only wires services together; what each one does
+//! lives in its own crate (see ARCHITECTURE.md).
+//!
+//! Start-up order is the security order: queue, then keys, then trust, then anything that
+//! listens. A service that cannot start stops the daemon with the reason; a listener that
+//! fails later stops it too (systemd restarts it), rather than leaving a box that looks up
+//! but accepts nothing.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use passerelle_config::Config;
+use passerelle_keystore::Keystore;
 use passerelle_queue::{Queue, SqliteStore};
+use passerelle_trust::TrustStore;
+use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::status;
+
+/// How long services get to finish what they are doing after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(10);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -20,7 +35,40 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(serve(config))
 }
 
+/// The long-running tasks of the daemon: `services` stop the daemon when they end with an
+/// error; `housekeeping` tasks only log.
+struct Tasks {
+    shutdown: CancellationToken,
+    services: JoinSet<anyhow::Result<()>>,
+    housekeeping: JoinSet<()>,
+}
+
+impl Tasks {
+    fn service(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.services
+            .spawn(async move { task.await.with_context(|| format!("{name} stopped")) });
+    }
+
+    fn housekeeping(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.housekeeping.spawn(task);
+    }
+
+    fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shutdown.clone().cancelled_owned()
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut tasks = Tasks {
+        shutdown: CancellationToken::new(),
+        services: JoinSet::new(),
+        housekeeping: JoinSet::new(),
+    };
+
     let queue_dir = config.queue_dir();
     std::fs::create_dir_all(&queue_dir)
         .with_context(|| format!("creating the queue directory {}", queue_dir.display()))?;
@@ -28,65 +76,83 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the queue in {}", queue_dir.display()))?;
     let queue: Arc<Queue<SqliteStore>> = Arc::new(queue);
+    tasks.housekeeping(prune_done_items(Arc::clone(&queue)));
 
     // Keys and trust come up before any listener: a box whose token or anchors are wrong
     // must not start half-secured (EX_SSI_5100, RE_OPE_5040), and nothing falls back to a
     // software key.
-    let _keystore = match &config.keystore {
+    let keystore = match &config.keystore {
         Some(keystore_config) => Some(
-            passerelle_keystore::Keystore::open(keystore_config)
+            Keystore::open(keystore_config)
                 .await
                 .context("opening the PKCS#11 keystore")?,
         ),
         None => None,
     };
-    let mut background = vec![tokio::spawn(prune_done_items(Arc::clone(&queue)))];
-    if let Some(trust_config) = &config.trust {
-        let store = passerelle_trust::TrustStore::load(trust_config)
-            .context("loading the pinned trust anchors")?;
-        let every = trust_config.crl_refresh_every;
-        background.push(tokio::spawn(async move {
-            store
-                .refresh_periodically(every, std::future::pending::<()>())
-                .await;
-        }));
-    }
-
-    // The address book keeps answering from its cache whatever the link does (EX_2.1.3_5020).
-    let mut annuaire_api = None;
-    if let Some(annuaire) = &config.annuaire {
-        let cache = Arc::new(
-            passerelle_annuaire::Cache::open(&annuaire.cache_dir)
-                .await
-                .with_context(|| {
-                    format!(
-                        "opening the annuaire cache in {}",
-                        annuaire.cache_dir.display()
-                    )
-                })?,
-        );
-        background.push(tokio::spawn(passerelle_annuaire::refresh_loop(
-            annuaire.clone(),
-            Arc::clone(&cache),
-        )));
-        if let Some(ldap) = &annuaire.ldap_server {
-            let server = passerelle_annuaire::ldap_server::LdapServer::bind(
-                ldap.clone(),
-                Arc::clone(&cache),
+    let trust = start_trust(&config, &mut tasks)?;
+    let liste_blanche = start_liste_blanche(&config, trust.as_ref(), &mut tasks)?;
+    start_connector(
+        &config,
+        &queue,
+        keystore.as_ref(),
+        trust.as_ref(),
+        liste_blanche.as_ref(),
+        &mut tasks,
+    )?;
+    let annuaire = start_annuaire(&config, &mut tasks).await?;
+    let cards = match &config.cards {
+        Some(cards_config) => Some(
+            passerelle_cards::CardService::start(cards_config.clone())
+                .context("starting the card service (is pcscd running?)")?,
+        ),
+        None => None,
+    };
+    let device = match (&keystore, &config.device) {
+        (Some(keystore), Some(device)) => Some(
+            passerelle_webadmin::device_certificate(
+                keystore,
+                &device.key_label,
+                &device.name,
+                &device.organization,
+                &config.general.data_dir,
             )
             .await
-            .context("binding the annuaire LDAP server")?;
-            background.push(tokio::spawn(server.run()));
-        }
-        annuaire_api = Some(passerelle_annuaire::api::router(
-            cache,
-            annuaire.stale_after,
-        ));
-    }
+            .context("the device certificate in the token")?,
+        ),
+        _ => None,
+    };
+    start_rights(&config, cards.as_ref(), device.as_ref(), &mut tasks)?;
+    start_webadmin(
+        &config,
+        AdminParts {
+            queue: &queue,
+            keystore: keystore.as_ref(),
+            device: device.as_ref(),
+            liste_blanche: liste_blanche.as_ref(),
+            annuaire: annuaire.cache.clone(),
+            cards: cards.clone(),
+        },
+        &mut tasks,
+    )?;
 
     let listener = TcpListener::bind(config.status.listen)
         .await
         .with_context(|| format!("binding the status listener on {}", config.status.listen))?;
+    let mut app = status::router(status::State {
+        queue: Arc::clone(&queue),
+        profile: config.general.profile,
+    });
+    if let Some(api) = annuaire.api {
+        app = app.merge(api);
+    }
+    let stopping = tasks.stopping();
+    tasks.service("the status endpoint", async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopping)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+
     tracing::info!(
         profile = ?config.general.profile,
         data_dir = %config.general.data_dir.display(),
@@ -94,30 +160,238 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "passerelle started"
     );
+    tasks.until_stopped().await
+}
 
-    let mut app = status::router(status::State {
-        queue: Arc::clone(&queue),
-        profile: config.general.profile,
+fn start_connector(
+    config: &Config,
+    queue: &Arc<Queue<SqliteStore>>,
+    keystore: Option<&Keystore>,
+    trust: Option<&Arc<TrustStore>>,
+    liste_blanche: Option<&Arc<passerelle_liste_blanche::ListeBlancheService>>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let Some(connector) = &config.connector else {
+        return Ok(());
+    };
+    let (Some(keystore), Some(trust), Some(liste_blanche)) = (keystore, trust, liste_blanche)
+    else {
+        bail!("[connector] needs [keystore], [trust] and [liste_blanche]");
+    };
+    let (connector, queue, keystore, trust) = (
+        connector.clone(),
+        (**queue).clone(),
+        keystore.clone(),
+        Arc::clone(trust),
+    );
+    let handle = liste_blanche.handle();
+    let stopping = tasks.stopping();
+    tasks.service("the MSSanté connector", async move {
+        passerelle_connector::serve(connector, queue, &keystore, trust, handle, stopping)
+            .await
+            .map_err(anyhow::Error::from)
     });
-    if let Some(api) = annuaire_api {
-        app = app.merge(api);
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the status endpoint")?;
-
-    for task in background {
-        task.abort();
-    }
-    tracing::info!("passerelle stopped");
     Ok(())
+}
+
+/// The rights endpoint the LPS posts to is HTTPS with the device key (issue #7).
+fn start_rights(
+    config: &Config,
+    cards: Option<&passerelle_cards::CardService>,
+    device: Option<&Arc<passerelle_keystore::TokenCertResolver>>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let Some(rights) = &config.rights else {
+        return Ok(());
+    };
+    let (Some(cards), Some(device)) = (cards, device) else {
+        bail!("[rights] needs [cards], and [keystore] with [device] for its HTTPS endpoint");
+    };
+    let tls = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(device) as Arc<dyn ResolvesServerCert>),
+    );
+    let (rights, cards) = (rights.clone(), cards.clone());
+    let stopping = tasks.stopping();
+    tasks.service("the rights proxy", async move {
+        passerelle_rights::run(
+            rights,
+            cards,
+            passerelle_rights::ClientAuth::Card,
+            tls,
+            stopping,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    });
+    Ok(())
+}
+
+/// What the web admin shows and operates, as far as it is configured.
+struct AdminParts<'a> {
+    queue: &'a Arc<Queue<SqliteStore>>,
+    keystore: Option<&'a Keystore>,
+    device: Option<&'a Arc<passerelle_keystore::TokenCertResolver>>,
+    liste_blanche: Option<&'a Arc<passerelle_liste_blanche::ListeBlancheService>>,
+    annuaire: Option<Arc<passerelle_annuaire::Cache>>,
+    cards: Option<passerelle_cards::CardService>,
+}
+
+fn start_webadmin(config: &Config, parts: AdminParts<'_>, tasks: &mut Tasks) -> anyhow::Result<()> {
+    let Some(webadmin) = &config.webadmin else {
+        return Ok(());
+    };
+    let (Some(keystore), Some(device)) = (parts.keystore, parts.device) else {
+        bail!(
+            "[webadmin] needs [keystore] and [device]: it serves HTTPS with the token's device key only"
+        );
+    };
+    let services = passerelle_webadmin::AdminServices {
+        queue: Some(Arc::clone(parts.queue) as Arc<dyn passerelle_webadmin::QueueMetricsSource>),
+        keystore: Some(keystore.clone()),
+        anchors: config
+            .trust
+            .as_ref()
+            .map(|t| passerelle_webadmin::AnchorFiles {
+                dir: t.anchors_dir.clone(),
+                pins_file: t.pins_file.clone(),
+            }),
+        liste_blanche: parts.liste_blanche.map(|service| service.handle()),
+        annuaire: parts.annuaire,
+        cards: parts.cards,
+    };
+    let (webadmin, cert) = (
+        webadmin.clone(),
+        Arc::clone(device) as Arc<dyn ResolvesServerCert>,
+    );
+    let stopping = tasks.stopping();
+    tasks.service("the web admin", async move {
+        passerelle_webadmin::serve(webadmin, services, cert, stopping)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    Ok(())
+}
+
+fn start_trust(config: &Config, tasks: &mut Tasks) -> anyhow::Result<Option<Arc<TrustStore>>> {
+    let Some(trust_config) = &config.trust else {
+        return Ok(None);
+    };
+    let store =
+        Arc::new(TrustStore::load(trust_config).context("loading the pinned trust anchors")?);
+    let refreshing = Arc::clone(&store);
+    let every = trust_config.crl_refresh_every;
+    let stopping = tasks.stopping();
+    tasks.housekeeping(async move { refreshing.refresh_periodically(every, stopping).await });
+    Ok(Some(store))
+}
+
+/// The verified liste blanche gates every MSSanté exchange of the connector (EX_2.2_5035).
+fn start_liste_blanche(
+    config: &Config,
+    trust: Option<&Arc<TrustStore>>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<Option<Arc<passerelle_liste_blanche::ListeBlancheService>>> {
+    let Some(liste_config) = &config.liste_blanche else {
+        return Ok(None);
+    };
+    let Some(trust) = trust else {
+        bail!("[liste_blanche] needs a [trust] table to verify the list");
+    };
+    let service = Arc::new(
+        passerelle_liste_blanche::ListeBlancheService::open(
+            liste_config,
+            &config.general.data_dir,
+            Arc::clone(trust),
+        )
+        .context("opening the liste blanche")?,
+    );
+    let running = Arc::clone(&service);
+    let stopping = tasks.stopping();
+    tasks.housekeeping(async move { running.run(stopping).await });
+    Ok(Some(service))
+}
+
+#[derive(Default)]
+struct Annuaire {
+    cache: Option<Arc<passerelle_annuaire::Cache>>,
+    api: Option<axum::Router>,
+}
+
+/// The address book keeps answering from its cache whatever the link does (EX_2.1.3_5020).
+async fn start_annuaire(config: &Config, tasks: &mut Tasks) -> anyhow::Result<Annuaire> {
+    let Some(annuaire) = &config.annuaire else {
+        return Ok(Annuaire::default());
+    };
+    let cache = Arc::new(
+        passerelle_annuaire::Cache::open(&annuaire.cache_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the annuaire cache in {}",
+                    annuaire.cache_dir.display()
+                )
+            })?,
+    );
+    tasks.housekeeping(passerelle_annuaire::refresh_loop(
+        annuaire.clone(),
+        Arc::clone(&cache),
+    ));
+    if let Some(ldap) = &annuaire.ldap_server {
+        let server =
+            passerelle_annuaire::ldap_server::LdapServer::bind(ldap.clone(), Arc::clone(&cache))
+                .await
+                .context("binding the annuaire LDAP server")?;
+        tasks.service("the annuaire LDAP server", async move {
+            server.run().await;
+            Ok(())
+        });
+    }
+    Ok(Annuaire {
+        api: Some(passerelle_annuaire::api::router(
+            Arc::clone(&cache),
+            annuaire.stale_after,
+        )),
+        cache: Some(cache),
+    })
+}
+
+impl Tasks {
+    /// Runs until SIGTERM/SIGINT or until a service fails, then lets the services finish
+    /// what they hold (bounded by `DRAIN`).
+    async fn until_stopped(mut self) -> anyhow::Result<()> {
+        let outcome = tokio::select! {
+            () = shutdown_signal() => Ok(()),
+            Some(ended) = self.services.join_next() => match ended {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a service ended on its own")),
+                Ok(Err(err)) => Err(err),
+                Err(join) => Err(anyhow::Error::from(join).context("a service panicked")),
+            },
+        };
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(DRAIN, async {
+            while let Some(ended) = self.services.join_next().await {
+                if let Ok(Err(err)) = ended {
+                    tracing::warn!(error = format!("{err:#}"), "service stopped with an error");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("services still busy after {DRAIN:?}; stopping them");
+            self.services.shutdown().await;
+        }
+        self.housekeeping.shutdown().await;
+        tracing::info!("passerelle stopped");
+        outcome
+    }
 }
 
 /// Done rows keep their idempotency keys for `queue.done_retention`, then go: once an hour
 /// is plenty for a retention counted in days.
 async fn prune_done_items(queue: Arc<Queue<SqliteStore>>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
         match queue.prune_done().await {

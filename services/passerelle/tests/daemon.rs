@@ -240,3 +240,82 @@ fn re_ope_5040_daemon_refuses_to_start_with_an_unpinned_anchor() {
     assert!(stderr.contains("anchors"), "{stderr}");
     assert!(stderr.contains("unpinned.pem"), "{stderr}");
 }
+
+#[test]
+fn ex_ssi_5100_web_admin_serves_https_with_the_device_key_generated_in_the_token() {
+    let softhsm = passerelle_harness::SoftHsm::builder()
+        .build()
+        .expect("a SoftHSM2 token");
+    let token = softhsm.token();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pin = dir.path().join("token.pin");
+    std::fs::write(&pin, format!("{}\n", token.user_pin)).expect("pin");
+    std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
+    let admin_port = free_port();
+    let path = dir.path().join("passerelle.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[general]\nprofile = \"practice\"\ndata_dir = \"{data}\"\n\
+             [status]\nlisten = \"127.0.0.1:{status}\"\n\
+             [keystore]\nmodule = \"{module}\"\ntoken_label = \"{label}\"\npin_file = \"{pin}\"\n\
+             [device]\nname = \"boitier.cabinet.test\"\norganization = \"Cabinet de test\"\n\
+             [webadmin]\nlisten = \"127.0.0.1:{admin_port}\"\ndata_dir = \"{data}/webadmin\"\n",
+            data = dir.path().join("data").display(),
+            status = free_port(),
+            module = softhsm.module_path().display(),
+            label = token.label,
+            pin = pin.display(),
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .envs(softhsm.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start passerelle");
+
+    // Ready when the HTTPS port accepts; then look at the certificate it presents.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "passerelle exited"
+        );
+        assert!(Instant::now() < deadline, "web admin never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s_client = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{admin_port}")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let shown = String::from_utf8_lossy(&s_client.stdout);
+    assert!(shown.contains("boitier.cabinet.test"), "{shown}");
+
+    // The key behind it lives in the token, sensitive and not extractable.
+    let listed = Command::new("pkcs11-tool")
+        .args(["--module"])
+        .arg(softhsm.module_path())
+        .args([
+            "--token-label",
+            &token.label,
+            "--login",
+            "--pin",
+            &token.user_pin,
+        ])
+        .args(["--list-objects", "--type", "privkey"])
+        .envs(softhsm.env())
+        .output()
+        .expect("pkcs11-tool (opensc)");
+    let objects = String::from_utf8_lossy(&listed.stdout);
+    assert!(objects.contains("label:      device"), "{objects}");
+    assert!(objects.contains("never extractable"), "{objects}");
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status}");
+}
