@@ -1,0 +1,28 @@
+//! The SESAM-Vitale billing service: what happens to a lot between the LPS and the caisse.
+//!
+//! - [`lot_file`]: the sanity check of a lot handed over by the LPS (B2 `000` header) and its
+//!   identity (the lot id, the idempotency key of every step).
+//! - [`lots`]: the lot store — the state machine `received → encrypted → sent →
+//!   acknowledged | rejected | overdue` (plus `blocked` while [CE1]/[CE2] forbid sending and
+//!   `refused` for input that is not a lot), its history with reasons, and the pre-encryption
+//!   content kept until the lot is acknowledged (a 4005/4025 resends the same content).
+//! - [`intake`]: the lots come in through a spool folder (atomic rename protocol) and a local
+//!   HTTP API; each is durable (content, row, queue item) before the LPS is answered.
+//!
+//! `passerelle-sesam` stays the format crate (certificates, CMS, MIME); this crate is the
+//! service around it (SQLite, queue, sockets), so the format crate knows nothing of the daemon.
+
+mod config;
+mod error;
+pub mod intake;
+pub mod lot_file;
+pub mod lots;
+
+pub use config::BillingConfig;
+pub use error::BillingError;
+pub use intake::{Intake, LotMeta, RecipientKind, api_router, scan_spool};
+pub use lot_file::{LotId, check_lot};
+pub use lots::{Lot, LotState, LotStore, Transition};
+
+/// The queue kind of lots waiting to be encrypted and sent; the idempotency key is the lot id.
+pub const QUEUE_KIND: &str = "sesam-lot";
