@@ -37,6 +37,9 @@ pub struct MirrorConfig {
     /// UIDs fetched per `UID FETCH` command.
     #[serde(default = "default_batch")]
     pub fetch_batch: u32,
+    /// Parallel LMTP sessions into the local Dovecot.
+    #[serde(default = "default_inbox_workers")]
+    pub inbox_workers: u32,
     pub bals: Vec<BalMirror>,
 }
 
@@ -104,6 +107,9 @@ fn default_timeout() -> Duration {
 fn default_batch() -> u32 {
     200
 }
+fn default_inbox_workers() -> u32 {
+    4
+}
 fn default_port() -> u16 {
     143
 }
@@ -123,6 +129,9 @@ impl MirrorConfig {
         }
         if self.session_max >= Duration::from_secs(4 * 3600) || self.session_max.is_zero() {
             return bad("session_max must be below 4 h (EX_LPS_1000)".into());
+        }
+        if self.inbox_workers == 0 || self.inbox_workers > 64 {
+            return bad("inbox_workers must be 1 to 64".into());
         }
         if self.fetch_batch == 0 {
             return bad("fetch_batch must be at least 1".into());

@@ -64,13 +64,15 @@ impl Origin {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Deliverer {
     pub(crate) queue: Queue<SqliteStore>,
     pub(crate) db: MirrorDb,
     pub(crate) lmtp: SocketAddr,
     pub(crate) work: Arc<Notify>,
-    /// Per BAL, woken after a local delivery so its session can delete upstream.
-    pub(crate) delivered: std::collections::HashMap<String, Arc<Notify>>,
+    /// BALs with `delete_after_mirror`: their deliveries are recorded (one commit each)
+    /// and their session woken to delete upstream. Others skip both.
+    pub(crate) delivered: Arc<std::collections::HashMap<String, Arc<Notify>>>,
 }
 
 impl Deliverer {
@@ -174,24 +176,26 @@ impl Deliverer {
             let reply = result.recipients.first().map(|r| r.reply.clone());
             match reply {
                 Some(r) if r.is_positive() => {
-                    // Durable locally: record it (deletion depends on it), then ack.
-                    if let Err(e) = self
-                        .db
-                        .mark(
-                            &origin.bal,
-                            &origin.folder,
-                            origin.uidvalidity,
-                            &[origin.uid],
-                            "delivered",
-                        )
-                        .await
+                    // Durable locally: record it where deletion depends on it, then ack.
+                    let deleting = self.delivered.get(&origin.bal);
+                    if deleting.is_some()
+                        && let Err(e) = self
+                            .db
+                            .mark(
+                                &origin.bal,
+                                &origin.folder,
+                                origin.uidvalidity,
+                                &[origin.uid],
+                                "delivered",
+                            )
+                            .await
                     {
                         tracing::error!(error = %e, "mirror state update failed");
                     }
                     if let Err(e) = self.queue.ack(item).await {
                         tracing::error!(error = %e, item = %item.id(), "inbox ack failed; it will be delivered again");
                     }
-                    if let Some(n) = self.delivered.get(&origin.bal) {
+                    if let Some(n) = deleting {
                         n.notify_one();
                     }
                 }

@@ -161,7 +161,9 @@ pub async fn run_mirror(
         let tls = mssante_client_config(resolver, Arc::new(verifier), trust.tls_options())
             .map_err(|e| MirrorError::Config(e.to_string()))?;
         let notify = Arc::new(Notify::new());
-        wake_on_delivery.insert(bal.bal.clone(), Arc::clone(&notify));
+        if bal.delete_after_mirror {
+            wake_on_delivery.insert(bal.bal.clone(), Arc::clone(&notify));
+        }
         let task = session::BalTask {
             config: Arc::clone(&config),
             bal: bal.clone(),
@@ -181,8 +183,13 @@ pub async fn run_mirror(
         db,
         lmtp: config.lmtp,
         work,
-        delivered: wake_on_delivery,
+        delivered: Arc::new(wake_on_delivery),
     };
+    // Several LMTP sessions in parallel: each local delivery waits for Dovecot's fsync,
+    // and those of different sessions overlap.
+    for _ in 1..config.inbox_workers {
+        tasks.spawn(inbox_worker.clone().run(shutdown.clone()));
+    }
     tasks.spawn(inbox_worker.run(shutdown.clone()));
     while tasks.join_next().await.is_some() {}
     Ok(())
