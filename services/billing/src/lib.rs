@@ -8,6 +8,8 @@
 //!   content kept until the lot is acknowledged (a 4005/4025 resends the same content).
 //! - [`intake`]: the lots come in through a spool folder (atomic rename protocol) and a local
 //!   HTTP API; each is durable (content, row, queue item) before the LPS is answered.
+//! - [`sender`]: the queue worker that encrypts at send time and mails the lot over the
+//!   caisse route (STARTTLS required).
 //!
 //! `passerelle-sesam` stays the format crate (certificates, CMS, MIME); this crate is the
 //! service around it (SQLite, queue, sockets), so the format crate knows nothing of the daemon.
@@ -17,12 +19,14 @@ mod error;
 pub mod intake;
 pub mod lot_file;
 pub mod lots;
+pub mod sender;
 
 pub use config::BillingConfig;
 pub use error::BillingError;
 pub use intake::{Intake, LotMeta, RecipientKind, api_router, scan_spool};
 pub use lot_file::{LotId, check_lot};
 pub use lots::{Lot, LotState, LotStore, Transition};
+pub use sender::{Route, Sender};
 
 /// The queue kind of lots waiting to be encrypted and sent; the idempotency key is the lot id.
 pub const QUEUE_KIND: &str = "sesam-lot";

@@ -65,7 +65,7 @@ impl LotState {
         matches!(
             (self, to),
             (Received | Blocked, Encrypted | Blocked)
-                | (Encrypted, Sent | Blocked | Encrypted)
+                | (Encrypted, Sent | Blocked | Encrypted | Rejected)
                 | (Sent, Acknowledged | Rejected | Overdue)
                 | (Overdue, Acknowledged | Rejected)
                 // Resend of the same content (4005, 4025, operator after a negative ARL).
