@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 pub use passerelle_annuaire::AnnuaireConfig;
 pub use passerelle_cards::CardsConfig;
 pub use passerelle_connector::ConnectorConfig;
+pub use passerelle_imap_mirror::MirrorConfig;
 pub use passerelle_keystore::KeystoreConfig;
 pub use passerelle_liste_blanche::ListeBlancheConfig;
+pub use passerelle_psc::PscConfig;
 pub use passerelle_queue::QueueConfig;
 pub use passerelle_rights::RightsConfig;
 pub use passerelle_sesam::SesamConfig;
@@ -118,6 +120,10 @@ pub struct Config {
     pub cards: Option<CardsConfig>,
     /// The Visiodroits/AMC rights proxy (issue #7).
     pub rights: Option<RightsConfig>,
+    /// Pro Santé Connect tokens for personal and organisational BALs (issue #4).
+    pub psc: Option<PscConfig>,
+    /// The mirror of the operator's BALs into the local mailboxes (issue #4).
+    pub mirror: Option<MirrorConfig>,
 }
 
 /// The device certificate the box presents on the LAN. Its key is generated in the token at
@@ -267,6 +273,11 @@ impl Config {
                     });
                 invalid(&key, reason)
             })?;
+        }
+        if let Some(mirror) = &self.mirror {
+            mirror
+                .validate()
+                .map_err(|err| invalid("mirror", err.to_string()))?;
         }
         let queue = &self.queue;
         if queue.first_retry.is_zero() {

@@ -99,6 +99,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         liste_blanche.as_ref(),
         &mut tasks,
     )?;
+    let psc = open_psc(&config, trust.as_ref(), keystore.as_ref()).await?;
+    start_mirror(&config, trust.as_ref(), keystore.as_ref(), psc, &mut tasks).await?;
     let annuaire = start_annuaire(&config, &mut tasks).await?;
     let cards = match &config.cards {
         Some(cards_config) => Some(
@@ -135,23 +137,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &mut tasks,
     )?;
 
-    let listener = TcpListener::bind(config.status.listen)
-        .await
-        .with_context(|| format!("binding the status listener on {}", config.status.listen))?;
-    let mut app = status::router(status::State {
-        queue: Arc::clone(&queue),
-        profile: config.general.profile,
-    });
-    if let Some(api) = annuaire.api {
-        app = app.merge(api);
-    }
-    let stopping = tasks.stopping();
-    tasks.service("the status endpoint", async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopping)
-            .await
-            .map_err(anyhow::Error::from)
-    });
+    start_status(&config, &queue, annuaire.api, &mut tasks).await?;
 
     tracing::info!(
         profile = ?config.general.profile,
@@ -271,6 +257,88 @@ fn start_webadmin(config: &Config, parts: AdminParts<'_>, tasks: &mut Tasks) -> 
             .await
             .map_err(anyhow::Error::from)
     });
+    Ok(())
+}
+
+async fn open_psc(
+    config: &Config,
+    trust: Option<&Arc<TrustStore>>,
+    keystore: Option<&Keystore>,
+) -> anyhow::Result<Option<passerelle_psc::Psc>> {
+    let Some(psc_config) = &config.psc else {
+        return Ok(None);
+    };
+    let (Some(trust), Some(keystore)) = (trust, keystore) else {
+        bail!("[psc] needs [trust] and [keystore]");
+    };
+    passerelle_psc::Psc::open(psc_config, Arc::clone(trust), keystore)
+        .await
+        .map(Some)
+        .context("opening the Pro Santé Connect token store")
+}
+
+/// The operator's BALs mirrored into the local mailboxes, through their own inbox queue
+/// (issue #4): mail stays readable when the link is down.
+async fn start_mirror(
+    config: &Config,
+    trust: Option<&Arc<TrustStore>>,
+    keystore: Option<&Keystore>,
+    psc: Option<passerelle_psc::Psc>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let Some(mirror) = &config.mirror else {
+        return Ok(());
+    };
+    let Some(trust) = trust else {
+        bail!("[mirror] needs [trust] to validate the operator's IMAP server");
+    };
+    let inbox_dir = config.general.data_dir.join("inbox");
+    let inbox = Queue::open_sqlite(&inbox_dir, config.queue.clone())
+        .await
+        .with_context(|| format!("opening the inbox queue in {}", inbox_dir.display()))?;
+    let (mirror, trust, keystore) = (mirror.clone(), Arc::clone(trust), keystore.cloned());
+    let shutdown = tasks.shutdown.clone();
+    tasks.service("the IMAP mirror", async move {
+        passerelle_imap_mirror::run_mirror(
+            mirror,
+            inbox,
+            psc,
+            trust,
+            keystore,
+            Arc::new(passerelle_imap_mirror::Counters::default()),
+            shutdown,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    });
+    Ok(())
+}
+
+/// The loopback status endpoint (`/healthz`, `/metrics`, the annuaire JSON API).
+async fn start_status(
+    config: &Config,
+    queue: &Arc<Queue<SqliteStore>>,
+    annuaire_api: Option<axum::Router>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.status.listen)
+        .await
+        .with_context(|| format!("binding the status listener on {}", config.status.listen))?;
+    let mut app = status::router(status::State {
+        queue: Arc::clone(queue),
+        profile: config.general.profile,
+    });
+    if let Some(api) = annuaire_api {
+        app = app.merge(api);
+    }
+    let stopping = tasks.stopping();
+    tasks.service("the status endpoint", async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopping)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+
     Ok(())
 }
 
