@@ -11,6 +11,7 @@ mod a1;
 mod k1;
 mod p3;
 mod p4;
+mod p5;
 mod p7;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ enum Bench {
     P3,
     /// P4: verification of a 10 000-domain signed liste blanche, ours vs `xmlsec1 --verify`.
     P4,
+    /// P5: mirror of 5 000 messages from Dovecot, ours vs mbsync.
+    P5,
     /// P7: card signatures for 100 rights requests, our pooled proxy vs a new TLS connection each.
     P7,
     /// Every bench with its defaults.
@@ -104,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::A1 => a1::run()?,
         Bench::P3 => p3::run()?,
         Bench::P4 => p4::run()?,
+        Bench::P5 => p5::run()?,
         Bench::P7 => p7::run()?,
         Bench::All => {
             println!("{}", q1(&scratch, &Q1Args::default()).await?);
@@ -111,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             a1::run()?;
             p3::run()?;
             p4::run()?;
+            p5::run()?;
             p7::run()?;
         }
     }
