@@ -31,6 +31,10 @@ pub enum BillingError {
     #[error("queue: {0}")]
     Queue(#[from] passerelle_queue::QueueError),
 
+    /// Reading or keeping returns (POP3, the raw store).
+    #[error("returns: {0}")]
+    Returns(String),
+
     #[error("lot store: corrupt row for lot {lot}: {why}")]
     Corrupt { lot: String, why: String },
 }

@@ -360,6 +360,39 @@ impl LotStore {
         Ok(Some(from))
     }
 
+    /// Record an event that does not change the state (a 4015, an unusable return): the
+    /// lot's reason and its history say what happened.
+    pub async fn note(&self, id: &LotId, reason: &str) -> Result<(), BillingError> {
+        let reason = bounded(reason);
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM lots WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let state = state.ok_or_else(|| BillingError::UnknownLot {
+            lot: id.to_string(),
+        })?;
+        sqlx::query("UPDATE lots SET reason = ?, updated_at = updated_at WHERE id = ?")
+            .bind(&reason)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO lot_history (lot_id, at, from_state, to_state, reason)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .bind(&state)
+        .bind(&state)
+        .bind(&reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Record a send: state `sent`, the Message-ID the returns will refer to.
     pub async fn mark_sent(&self, id: &LotId, message_id: &str) -> Result<(), BillingError> {
         self.transition(id, LotState::Sent, &format!("sent as {message_id}"))

@@ -259,3 +259,72 @@ allowed_issuers = ["{test_fact}"]
     }
     Ok(store)
 }
+
+impl Front {
+    /// The returns processor sharing `sender`'s lot store, reading the billing mailbox.
+    pub fn returns(&self, sender: &Sender) -> passerelle_billing::Returns {
+        let state = self.dir.path().join("billing");
+        passerelle_billing::Returns {
+            intake: sender.intake.clone(),
+            certs: Arc::clone(&sender.certs),
+            trust: Arc::clone(&sender.trust),
+            directory: None,
+            raw_dir: state.join("returns/raw"),
+            lps_out_dir: state.join("returns/lps"),
+            max_mail_bytes: 4 << 20,
+        }
+    }
+
+    pub fn pop3_route(&self) -> anyhow::Result<passerelle_billing::Pop3Route> {
+        Ok(passerelle_billing::Pop3Route {
+            addr: self
+                .dovecot
+                .pop3_addr()
+                .ok_or_else(|| anyhow::anyhow!("POP3 off"))?,
+            server_name: ServerName::try_from(SERVER_NAME)?.to_owned(),
+            tls: self.client_tls()?,
+            user: BILLING.into(),
+            password: "billing-pw".into(),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// The caisse answers into the billing mailbox (LMTP into the real Dovecot).
+    pub fn answer(&self, message: &str) -> anyhow::Result<()> {
+        tokio::task::block_in_place(|| self.dovecot.deliver(CAISSE, BILLING, message))?;
+        Ok(())
+    }
+}
+
+/// A return mail carrying one NOEMIE file (ARL or RSP) under `description`.
+pub fn noemie_mail(in_reply_to: &str, subject: &str, description: &str, file: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(file);
+    format!(
+        "From: {CAISSE}\r\nTo: {BILLING}\r\nSubject: {subject}\r\nMessage-ID: <{}@caisse.test>\r\n\
+         In-Reply-To: {in_reply_to}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: Application/EDI-consent\r\nContent-Description: {description}\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n",
+        fastrand::u64(..)
+    )
+}
+
+/// A service message (text) about the mail `in_reply_to`.
+pub fn service_mail(in_reply_to: &str, code: u16, label: &str) -> String {
+    format!(
+        "From: {CAISSE}\r\nTo: {BILLING}\r\nSubject: Message de service {code} - {label}\r\n\
+         Message-ID: <{}@caisse.test>\r\nIn-Reply-To: {in_reply_to}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nCode {code}: {label}.\r\n",
+        fastrand::u64(..)
+    )
+}
+
+/// A NOEMIE ARL, positive or negative (format not in our sources: `000` header, `@` ends).
+pub fn arl(positive: bool) -> Vec<u8> {
+    let verdict = if positive {
+        "ARL POSITIF"
+    } else {
+        "ARL NEGATIF"
+    };
+    format!("000CP0000000000001TE12345678901234{verdict}@").into_bytes()
+}
