@@ -42,7 +42,7 @@ pub enum UpdateError {
     #[error("target {target}: download failed: {reason}")]
     Download { target: String, reason: String },
     /// What was read back from the slot differs from what was verified while writing.
-    #[error("slot {path}: read-back SHA-256 {actual} differs from the written {expected}")]
+    #[error("slot {path}: read-back CRC-32 {actual} differs from the written {expected}")]
     ReadBack {
         path: PathBuf,
         expected: String,
