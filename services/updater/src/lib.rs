@@ -6,11 +6,14 @@
 //!   `root.json` shipped in the image (expiry, rollback via a persistent datastore, size limits
 //!   on every metadata file, signatures) and streams the newest image for this board into the
 //!   inactive slot through [`slot::SlotWriter`] (hash while writing, fsync, read-back).
+//! - [`boot`]: the A/B [`boot::Slots`] abstraction, systemd-boot boot counting, commit after
+//!   `/healthz`.
 //! - [`transport`]: tough's `Transport` over HTTP/1.1 with timeouts.
 //!
 //! Expiry is checked against the system clock (tough has no injectable clock): tests make
 //! expired metadata rather than moving time.
 
+pub mod boot;
 pub mod device;
 pub mod error;
 pub mod manifest;
