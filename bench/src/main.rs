@@ -9,6 +9,8 @@
 
 mod a1;
 mod k1;
+mod p1;
+mod p2;
 mod p3;
 mod p4;
 mod p5;
@@ -37,6 +39,10 @@ enum Bench {
     K1,
     /// A1: p99 of LDAP substring searches over 100 000 entries, ours vs slapd.
     A1,
+    /// P1: drain of 10 000 queued 50 KB messages to a real Postfix, ours vs Postfix relaying.
+    P1,
+    /// P2: submission p99 latency with 50 concurrent clients, ours vs Postfix.
+    P2,
     /// P3: encryption of a 10 MB lot, ours vs `openssl cms -encrypt`, and peak RSS.
     P3,
     /// P4: verification of a 10 000-domain signed liste blanche, ours vs `xmlsec1 --verify`.
@@ -105,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
         Bench::Q1(args) => println!("{}", q1(&scratch, &args).await?),
         Bench::K1 => k1::run()?,
         Bench::A1 => a1::run()?,
+        Bench::P1 => p1::run()?,
+        Bench::P2 => p2::run()?,
         Bench::P3 => p3::run()?,
         Bench::P4 => p4::run()?,
         Bench::P5 => p5::run()?,
@@ -113,6 +121,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", q1(&scratch, &Q1Args::default()).await?);
             k1::run()?;
             a1::run()?;
+            p1::run()?;
+            p2::run()?;
             p3::run()?;
             p4::run()?;
             p5::run()?;

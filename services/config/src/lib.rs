@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use passerelle_annuaire::AnnuaireConfig;
+pub use passerelle_api_lps::PracticeMailConfig;
 pub use passerelle_cards::CardsConfig;
 pub use passerelle_connector::ConnectorConfig;
 pub use passerelle_imap_mirror::MirrorConfig;
@@ -124,6 +125,8 @@ pub struct Config {
     pub psc: Option<PscConfig>,
     /// The mirror of the operator's BALs into the local mailboxes (issue #4).
     pub mirror: Option<MirrorConfig>,
+    /// Practice profile, outbound: LAN submission and delivery through the API LPS (issue #4).
+    pub practice_mail: Option<PracticeMailConfig>,
 }
 
 /// The device certificate the box presents on the LAN. Its key is generated in the token at
@@ -273,6 +276,20 @@ impl Config {
                     });
                 invalid(&key, reason)
             })?;
+        }
+        if let Some(practice_mail) = &self.practice_mail {
+            let needs_psc = practice_mail
+                .bals
+                .iter()
+                .any(|bal| bal.kind != passerelle_api_lps::BalKind::App);
+            if needs_psc && self.psc.is_none() {
+                return Err(invalid(
+                    "practice_mail.bals",
+                    "personal and organisational BALs sign in with Pro Santé Connect: \
+                     configure [psc] (EX_LPS_0700)"
+                        .to_owned(),
+                ));
+            }
         }
         if let Some(mirror) = &self.mirror {
             mirror

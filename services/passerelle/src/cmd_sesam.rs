@@ -57,6 +57,23 @@ pub enum SesamCommand {
         #[arg(long, default_value_t = DEFAULT_MAX_LOT_BYTES)]
         max_lot_bytes: u64,
     },
+    /// List the billing lots and their states (received, blocked, encrypted, sent,
+    /// acknowledged, rejected, overdue, refused), with the reason of each.
+    Lots {
+        /// The billing state directory (`state_dir` of the billing configuration).
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/var/lib/passerelle/billing"
+        )]
+        state_dir: PathBuf,
+        /// Only lots in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Also print each lot's history.
+        #[arg(long)]
+        history: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -74,6 +91,11 @@ pub enum EnvArg {
 
 pub fn run(cmd: SesamCommand) -> ExitCode {
     match cmd {
+        SesamCommand::Lots {
+            state_dir,
+            state,
+            history,
+        } => lots(&state_dir, state.as_deref(), history),
         SesamCommand::Encrypt {
             cert,
             flow,
@@ -188,4 +210,70 @@ fn write_output(
         passerelle_sesam::content_description(msg.flow, msg.env, msg.compress),
         written.cms_bytes
     ))
+}
+
+/// `passerelle sesam lots`: one line per lot, oldest first; exit 2 when the store cannot be
+/// read, 1 for an unknown state name.
+fn lots(state_dir: &std::path::Path, state: Option<&str>, history: bool) -> ExitCode {
+    use passerelle_billing::{LotState, LotStore};
+    let state = match state.map(str::parse::<LotState>).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("refused: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            println!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        let store = LotStore::open(&state_dir.join("lots")).await?;
+        let mut out = Vec::new();
+        for lot in store.list(state).await? {
+            out.push(format!(
+                "{}  {:<12}  {} {} {}  {}  sends={}  {}",
+                lot.id,
+                lot.state.as_str(),
+                lot.meta.flow.as_str(),
+                lot.meta.env.as_str(),
+                lot.meta.recipient.as_str(),
+                lot.meta.file_name,
+                lot.sends,
+                lot.reason
+            ));
+            if history {
+                for t in store.history(&lot.id).await? {
+                    let at =
+                        t.at.duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs());
+                    out.push(format!(
+                        "    @{at}  {} -> {}  {}",
+                        t.from.map_or("-", LotState::as_str),
+                        t.to.as_str(),
+                        t.reason
+                    ));
+                }
+            }
+        }
+        Ok::<_, passerelle_billing::BillingError>(out)
+    });
+    match result {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -100,6 +100,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &mut tasks,
     )?;
     let psc = open_psc(&config, trust.as_ref(), keystore.as_ref()).await?;
+    start_practice_mail(
+        &config,
+        &queue,
+        keystore.as_ref(),
+        trust.as_ref(),
+        psc.clone(),
+        &mut tasks,
+    )?;
     start_mirror(&config, trust.as_ref(), keystore.as_ref(), psc, &mut tasks).await?;
     let annuaire = start_annuaire(&config, &mut tasks).await?;
     let cards = match &config.cards {
@@ -275,6 +283,60 @@ async fn open_psc(
         .await
         .map(Some)
         .context("opening the Pro Santé Connect token store")
+}
+
+/// Practice profile, outbound (issue #4): the LAN submission listener and the API LPS
+/// delivery workers over the shared outbox.
+fn start_practice_mail(
+    config: &Config,
+    queue: &Arc<Queue<SqliteStore>>,
+    keystore: Option<&Keystore>,
+    trust: Option<&Arc<TrustStore>>,
+    psc: Option<passerelle_psc::Psc>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let Some(practice_mail) = &config.practice_mail else {
+        return Ok(());
+    };
+    let (Some(keystore), Some(trust)) = (keystore, trust) else {
+        bail!("[practice_mail] needs [keystore] and [trust]");
+    };
+    let tokens: Arc<dyn passerelle_api_lps::AccessTokens> = match psc {
+        Some(psc) => Arc::new(psc),
+        // Validated at load: without [psc] every BAL is applicative and asks for no token.
+        None => Arc::new(NoPsc),
+    };
+    let (practice_mail, queue, keystore, trust) = (
+        practice_mail.clone(),
+        Arc::clone(queue),
+        keystore.clone(),
+        Arc::clone(trust),
+    );
+    let stopping = tasks.stopping();
+    tasks.service("the API LPS mail service", async move {
+        passerelle_api_lps::serve(practice_mail, queue, &keystore, trust, tokens, stopping)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    Ok(())
+}
+
+/// Token source of a practice with applicative BALs only.
+#[derive(Debug)]
+struct NoPsc;
+
+impl passerelle_api_lps::AccessTokens for NoPsc {
+    fn token<'a>(&'a self, bal: &'a str) -> passerelle_api_lps::TokenFuture<'a> {
+        Box::pin(async move {
+            Err(passerelle_api_lps::TokenError::ReauthRequired(format!(
+                "{bal}: no Pro Santé Connect configured ([psc])"
+            )))
+        })
+    }
+
+    fn evict<'a>(&'a self, _bal: &'a str) -> passerelle_api_lps::EvictFuture<'a> {
+        Box::pin(async {})
+    }
 }
 
 /// The operator's BALs mirrored into the local mailboxes, through their own inbox queue
