@@ -24,8 +24,9 @@ pub mod lots;
 pub mod pop3;
 pub mod returns;
 pub mod sender;
+mod serve;
 
-pub use config::BillingConfig;
+pub use config::{BillingConfig, ReturnsConfig, RouteConfig};
 pub use error::BillingError;
 pub use intake::{Intake, LotMeta, RecipientKind, api_router, scan_spool};
 pub use lot_file::{LotId, check_lot};
@@ -33,6 +34,7 @@ pub use lots::{Lot, LotState, LotStore, Transition};
 pub use pop3::{Pop3Client, Pop3Error};
 pub use returns::{Classified, Handled, Pop3Route, ReturnKind, Returns, classify};
 pub use sender::{Route, Sender};
+pub use serve::serve;
 
 /// The queue kind of lots waiting to be encrypted and sent; the idempotency key is the lot id.
 pub const QUEUE_KIND: &str = "sesam-lot";

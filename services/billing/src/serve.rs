@@ -1,0 +1,224 @@
+//! The daemon entry point: spool scan, HTTP API, sender, returns poller and the ARL deadline
+//! check, until shutdown.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use passerelle_queue::{Queue, SqliteStore};
+use passerelle_sesam::{Directory, RecipientCertificates, SesamConfig};
+use passerelle_trust::TrustStore;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BillingConfig;
+use crate::error::BillingError;
+use crate::intake::{Intake, api_router, scan_spool};
+use crate::lots::LotStore;
+use crate::returns::{Pop3Route, Returns};
+use crate::sender::{Route, Sender};
+
+/// How often sent lots are checked against the ARL deadline.
+const OVERDUE_CHECK: Duration = Duration::from_secs(60);
+
+fn read_secret(path: &Path) -> Result<String, BillingError> {
+    let text = std::fs::read_to_string(path).map_err(BillingError::io(path))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn tls_roots(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, BillingError> {
+    let pem = std::fs::read(ca_file).map_err(BillingError::io(ca_file))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for block in x509_parser::pem::Pem::iter_from_buffer(&pem) {
+        let block =
+            block.map_err(|e| BillingError::Returns(format!("{}: {e}", ca_file.display())))?;
+        roots
+            .add(CertificateDer::from(block.contents))
+            .map_err(|e| BillingError::Returns(format!("{}: {e}", ca_file.display())))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| BillingError::Returns(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+async fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, BillingError> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(BillingError::io(host))?
+        .next()
+        .ok_or_else(|| BillingError::Returns(format!("{host}: no address")))
+}
+
+fn server_name(name: &str) -> Result<ServerName<'static>, BillingError> {
+    ServerName::try_from(name.to_owned()).map_err(|e| BillingError::Returns(format!("{name}: {e}")))
+}
+
+/// The service's parts from the configuration.
+async fn build(
+    sesam: &SesamConfig,
+    config: &BillingConfig,
+    queue: Queue<SqliteStore>,
+    trust: Arc<TrustStore>,
+) -> Result<(Intake, Sender, Returns, Pop3Route), BillingError> {
+    let intake = Intake {
+        store: LotStore::open(&config.state_dir.join("lots")).await?,
+        queue,
+        max_lot_bytes: sesam.max_lot_bytes,
+    };
+    let requeued = intake.requeue_received().await?;
+    tracing::info!(requeued, "billing service starting");
+    let certs = Arc::new(Mutex::new(
+        RecipientCertificates::open(&sesam.certificates_dir, sesam.profiles())
+            .map_err(|e| BillingError::Returns(e.to_string()))?,
+    ));
+    let directory = Directory::new(&sesam.directory_url, sesam.directory_timeout).ok();
+    let r = &config.route;
+    let route = Route {
+        addr: resolve(&r.host, r.port).await?,
+        server_name: server_name(r.server_name.as_deref().unwrap_or(&r.host))?,
+        tls: tls_roots(&r.ca_file)?,
+        auth: match (&r.user, &r.password_file) {
+            (Some(u), Some(p)) => Some((u.clone(), read_secret(p)?)),
+            _ => None,
+        },
+        helo: r.helo.clone(),
+        from: r.from.clone(),
+        to_amo: r.to_amo.clone(),
+        to_amc: r.to_amc.clone(),
+    };
+    let sender = Sender {
+        intake: intake.clone(),
+        certs: Arc::clone(&certs),
+        trust: Arc::clone(&trust),
+        route,
+        compress: config.compress,
+        work_dir: config.state_dir.join("work"),
+    };
+    let rc = &config.returns;
+    let pop3 = Pop3Route {
+        addr: resolve(&rc.host, rc.port).await?,
+        server_name: server_name(rc.server_name.as_deref().unwrap_or(&rc.host))?,
+        tls: tls_roots(&rc.ca_file)?,
+        user: rc.user.clone(),
+        password: read_secret(&rc.password_file)?,
+        timeout: Duration::from_secs(60),
+    };
+    let returns = Returns {
+        intake: intake.clone(),
+        certs,
+        trust,
+        directory,
+        raw_dir: config.state_dir.join("returns/raw"),
+        lps_out_dir: rc.lps_out_dir.clone(),
+        max_mail_bytes: rc.max_mail_bytes,
+    };
+    Ok((intake, sender, returns, pop3))
+}
+
+/// Run the billing service until `shutdown`. The queue is the daemon's shared queue (kind
+/// [`QUEUE_KIND`](crate::QUEUE_KIND)); `trust` holds the SESAM-Vitale profiles and CRLs.
+pub async fn serve(
+    sesam: &SesamConfig,
+    config: &BillingConfig,
+    queue: Queue<SqliteStore>,
+    trust: Arc<TrustStore>,
+    shutdown: CancellationToken,
+) -> Result<(), BillingError> {
+    let (intake, sender, returns, pop3) = build(sesam, config, queue, trust).await?;
+    let rc = &config.returns;
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = config.api_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(BillingError::io(addr.to_string()))?;
+        let app = api_router(intake.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(BillingError::io("billing API"))
+        });
+    }
+    let every = |period: Duration, stop: CancellationToken| async move {
+        tokio::select! {
+            () = tokio::time::sleep(period) => true,
+            () = stop.cancelled() => false,
+        }
+    };
+    {
+        let (spool, intake, stop, period) = (
+            config.spool_dir.clone(),
+            intake.clone(),
+            shutdown.clone(),
+            config.spool_interval,
+        );
+        tasks.spawn(async move {
+            while every(period, stop.clone()).await {
+                if let Err(e) = scan_spool(&spool, &intake).await {
+                    tracing::warn!(error = %e, "spool scan");
+                }
+            }
+            Ok(())
+        });
+    }
+    {
+        let (stop, period) = (shutdown.clone(), config.route.send_interval);
+        tasks.spawn(async move {
+            while every(period, stop.clone()).await {
+                if let Err(e) = sender.run_once().await {
+                    tracing::warn!(error = %e, "lot sending");
+                }
+            }
+            Ok(())
+        });
+    }
+    {
+        let (stop, period) = (shutdown.clone(), rc.poll_interval);
+        tasks.spawn(async move {
+            while every(period, stop.clone()).await {
+                if let Err(e) = returns.poll_pop3(&pop3).await {
+                    tracing::warn!(error = %e, "billing mailbox poll");
+                }
+            }
+            Ok(())
+        });
+    }
+    {
+        let (stop, deadline, store) = (shutdown.clone(), config.arl_deadline, intake.store.clone());
+        tasks.spawn(async move {
+            while every(OVERDUE_CHECK, stop.clone()).await {
+                match store.mark_overdue(deadline, SystemTime::now()).await {
+                    Ok(late) if !late.is_empty() => {
+                        tracing::warn!(
+                            lots = late.len(),
+                            "ARL missing past the deadline: lots overdue"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "ARL deadline check"),
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+            Err(e) => {
+                shutdown.cancel();
+                return Err(BillingError::Returns(format!("billing task: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
