@@ -97,6 +97,7 @@ async fn exec(cmd: VendorCommand) -> Result<String, String> {
             let keys = RootKeys {
                 root: &root,
                 online: &online,
+                development: true,
             };
             let p = vendor::init_root(&repo, &keys, in_days(expires_days)?)
                 .await
@@ -115,6 +116,7 @@ async fn exec(cmd: VendorCommand) -> Result<String, String> {
             let new = RootKeys {
                 root: &root,
                 online: &online,
+                development: true,
             };
             let p = vendor::rotate_root(&repo, &old, &new, in_days(expires_days)?)
                 .await

@@ -18,6 +18,7 @@ pub mod device;
 pub mod error;
 pub mod manifest;
 pub mod slot;
+pub mod token;
 pub mod transport;
 pub mod vendor;
 

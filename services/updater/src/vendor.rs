@@ -4,7 +4,7 @@
 //!
 //! File keys are for development only: their file names must end in [`DEV_KEY_SUFFIX`] and a
 //! root trusting one carries `"passerelle_dev_keys": true` (signed), so a production build can
-//! tell. PKCS#11 signing through passerelle-keystore is not wired yet (issue 9).
+//! tell. Release keys live in a PKCS#11 token: [`crate::token::TokenKeySource`].
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -60,6 +60,8 @@ pub struct RootKeys<'a> {
     pub root: &'a [Box<dyn KeySource>],
     /// Signs targets, snapshot and timestamp (the online roles).
     pub online: &'a [Box<dyn KeySource>],
+    /// Any of them is a file key: the signed root says so (`passerelle_dev_keys`).
+    pub development: bool,
 }
 
 async fn build_root(
@@ -74,7 +76,11 @@ async fn build_root(
         expires,
         keys: HashMap::new(),
         roles: HashMap::new(),
-        _extra: HashMap::from([("passerelle_dev_keys".to_owned(), true.into())]),
+        _extra: if keys.development {
+            HashMap::from([("passerelle_dev_keys".to_owned(), true.into())])
+        } else {
+            HashMap::new()
+        },
     };
     for (role_types, sources) in [
         (&[RoleType::Root][..], keys.root),

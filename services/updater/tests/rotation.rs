@@ -17,6 +17,7 @@ async fn rotate(vendor: &Vendor) -> Vec<Box<dyn tough::key_source::KeySource>> {
         &RootKeys {
             root: &new_root,
             online: &new_online,
+            development: true,
         },
         in_days(365),
     )

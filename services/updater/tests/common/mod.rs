@@ -123,6 +123,7 @@ impl Vendor {
             &RootKeys {
                 root: &root,
                 online: &online,
+                development: true,
             },
             in_days(365),
         )
@@ -194,9 +195,13 @@ pub struct Device {
 
 impl Device {
     pub fn new(vendor: &Vendor, url: &url::Url, current: &str) -> Self {
+        Self::new_with_root(&vendor.meta("1.root.json"), url, current)
+    }
+
+    pub fn new_with_root(root: &std::path::Path, url: &url::Url, current: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let trusted_root = dir.path().join("root.json");
-        std::fs::copy(vendor.meta("1.root.json"), &trusted_root).unwrap();
+        std::fs::copy(root, &trusted_root).unwrap();
         let slot = dir.path().join("slot-b");
         std::fs::write(&slot, vec![0xAA; SLOT_SIZE]).unwrap();
         let cfg = DeviceUpdateConfig {
