@@ -105,7 +105,7 @@ pub struct MetaIn {
 const MAX_FIELD: usize = 200;
 
 impl MetaIn {
-    fn check(self, default_name: &str) -> Result<LotMeta, BillingError> {
+    pub(crate) fn check(self, default_name: &str) -> Result<LotMeta, BillingError> {
         let bad = |why: String| BillingError::NotALot { why };
         let flow = parse_flow(&self.flow).map_err(bad)?;
         let env = parse_env(&self.env).map_err(bad)?;

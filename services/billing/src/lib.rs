@@ -8,6 +8,7 @@
 //!   content kept until the lot is acknowledged (a 4005/4025 resends the same content).
 //! - [`intake`]: the lots come in through a spool folder (atomic rename protocol) and a local
 //!   HTTP API; each is durable (content, row, queue item) before the LPS is answered.
+//! - [`relay`]: lot mails from the LPS through the LAN SMTP relay (intake path (a)).
 //! - [`returns`]: the billing mailbox read over POP3 with STLS ([`pop3`]): ARL, RSP and
 //!   service messages 4005/4015/4025 matched to lots and acted on; every return kept raw.
 //! - [`sender`]: the queue worker that encrypts at send time and mails the lot over the
@@ -22,6 +23,7 @@ pub mod intake;
 pub mod lot_file;
 pub mod lots;
 pub mod pop3;
+pub mod relay;
 pub mod returns;
 pub mod sender;
 mod serve;
@@ -32,6 +34,7 @@ pub use intake::{Intake, LotMeta, RecipientKind, api_router, scan_spool};
 pub use lot_file::{LotId, check_lot};
 pub use lots::{Lot, LotState, LotStore, Transition};
 pub use pop3::{Pop3Client, Pop3Error};
+pub use relay::LotRelay;
 pub use returns::{Classified, Handled, Pop3Route, ReturnKind, Returns, classify};
 pub use sender::{Route, Sender};
 pub use serve::serve;
