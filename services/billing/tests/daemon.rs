@@ -1,0 +1,118 @@
+//! The daemon entry point end to end: a lot written into the spool folder goes out through
+//! the real Postfix to the caisse, whose ARL comes back through the real Dovecot (POP3 STLS)
+//! and acknowledges it; then a clean shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{BILLING, Front, SERVER_NAME, arl, b2, noemie_mail};
+use passerelle_billing::{BillingConfig, LotId, LotState, LotStore};
+use passerelle_queue::{Queue, QueueConfig};
+use passerelle_sesam::{Env, Flow, Profiles, RecipientCertificates, SesamConfig};
+use passerelle_testpki::names as n;
+use rustls::pki_types::UnixTime;
+use tokio_util::sync::CancellationToken;
+
+async fn until<F: AsyncFnMut() -> anyhow::Result<bool>>(
+    what: &str,
+    mut f: F,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f().await? {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_takes_a_spooled_lot_to_acknowledged() -> anyhow::Result<()> {
+    let front = Front::start(true)?;
+    let root = front.dir.path().join("daemon");
+    let certs_dir = root.join("certs");
+    let mut certs = RecipientCertificates::open(&certs_dir, Profiles::default())?;
+    certs.offer(
+        &front.trust,
+        &[front.pki.cert(n::SV_AMO_TEST)?.der().to_vec()],
+        Flow::Fse,
+        Env::Test,
+        UnixTime::now(),
+    )?;
+    drop(certs);
+    std::fs::create_dir_all(root.join("spool"))?;
+    std::fs::write(root.join("pop3.pw"), "billing-pw\n")?;
+    let ca = front.pki_path(&format!("{}.crt.pem", n::ACR_EL));
+    let pop3 = front.dovecot.pop3_addr().expect("pop3");
+    let sesam: SesamConfig =
+        toml::from_str(&format!("certificates_dir = '{}'", certs_dir.display()))?;
+    let config: BillingConfig = toml::from_str(&format!(
+        "state_dir = '{state}'
+spool_dir = '{spool}'
+spool_interval = '50ms'
+[route]
+host = '127.0.0.1'
+port = {smtp_port}
+server_name = '{SERVER_NAME}'
+ca_file = '{ca}'
+from = '{BILLING}'
+to_amo = '{caisse}'
+to_amc = '{caisse}'
+send_interval = '50ms'
+[returns]
+host = '127.0.0.1'
+port = {pop3_port}
+server_name = '{SERVER_NAME}'
+ca_file = '{ca}'
+user = '{BILLING}'
+password_file = '{pw}'
+poll_interval = '100ms'
+lps_out_dir = '{out}'
+",
+        state = root.join("state").display(),
+        spool = root.join("spool").display(),
+        smtp_port = front.postfix.smtp_addr().port(),
+        ca = ca.display(),
+        caisse = common::CAISSE,
+        pop3_port = pop3.port(),
+        pw = root.join("pop3.pw").display(),
+        out = root.join("lps").display(),
+    ))?;
+    let queue = Queue::open_sqlite(root.join("queue"), QueueConfig::default()).await?;
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn({
+        let (trust, stop) = (front.trust.clone(), shutdown.clone());
+        async move { passerelle_billing::serve(&sesam, &config, queue, trust, stop).await }
+    });
+
+    // The LPS's side of the spool protocol.
+    let spool = root.join("spool");
+    let meta = r#"{"flow":"fse","env":"test","recipient":"amo","subject":"SV140610/00000001/20261123/00001"}"#;
+    std::fs::write(spool.join("F0777.meta.json.tmp"), meta)?;
+    std::fs::rename(
+        spool.join("F0777.meta.json.tmp"),
+        spool.join("F0777.meta.json"),
+    )?;
+    std::fs::write(spool.join("F0777.tmp"), b2("daemon"))?;
+    std::fs::rename(spool.join("F0777.tmp"), spool.join("F0777"))?;
+
+    front.wait_caisse(1)?;
+    let (plain, mid) = front.caisse_decrypt(&front.caisse_mails()?[0])?;
+    assert_eq!(plain, b2("daemon"));
+    front.answer(&noemie_mail(&mid, "ARL", "ARLTEST/NOEMIE", &arl(true)))?;
+
+    let store = LotStore::open(&root.join("state/lots")).await?;
+    let id = LotId::of(&b2("daemon"));
+    until("the lot to be acknowledged", async || {
+        Ok(store
+            .get(&id)
+            .await?
+            .is_some_and(|l| l.state == LotState::Acknowledged))
+    })
+    .await?;
+    assert!(spool.join("done/F0777").exists());
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), daemon).await???;
+    Ok(())
+}
