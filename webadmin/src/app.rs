@@ -110,6 +110,11 @@ pub const ROUTES: &[RouteSpec] = &[
         access: Access::Authenticated,
     },
     RouteSpec {
+        path: "/cartes/pin",
+        method: "POST",
+        access: Access::Authenticated,
+    },
+    RouteSpec {
         path: "/cles",
         method: "GET",
         access: Access::Authenticated,
@@ -166,6 +171,7 @@ fn handler(spec: &RouteSpec) -> MethodRouter<AppState> {
         ("GET", "/messagerie") => get(pages::messagerie),
         ("GET", "/facturation") => get(pages::facturation),
         ("GET", "/cartes") => get(pages::cartes),
+        ("POST", "/cartes/pin") => post(pages::cartes_pin),
         ("GET", "/cles") => get(pages::keys),
         ("POST", "/cles/generer") => post(pages::key_generate),
         ("POST", "/cles/csr") => post(pages::key_csr),

@@ -283,11 +283,6 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("cards.none", "Aucun lecteur détecté.", "No reader found."),
     ("cards.empty", "vide", "empty"),
     ("cards.live", "Lecteurs / cartes", "Readers / cards"),
-    (
-        "cards.pin_entry",
-        "La saisie du code PIN depuis cette page arrive avec la signature des échanges (issue #7).",
-        "PIN entry from this page arrives with exchange signing (issue #7).",
-    ),
     ("kind.cps3", "CPS3 (contact)", "CPS3 (contact)"),
     (
         "kind.cps3cl",
@@ -305,6 +300,44 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ),
     ("pin.verified", "vérifié", "verified"),
     ("pin.blocked", "bloqué", "blocked"),
+    ("pin.title", "Saisie du code PIN", "PIN entry"),
+    ("pin.submit", "Présenter le code PIN", "Present the PIN"),
+    (
+        "pin.confirm_last_try",
+        "Je confirme : il ne reste qu'un essai, une erreur bloque la carte",
+        "I confirm: one try left, a mistake blocks the card",
+    ),
+    (
+        "pin.confirm_required",
+        "Confirmation requise, il ne reste qu'un essai : le code PIN n'a pas été présenté.",
+        "Confirmation required, one try left: the PIN was not presented.",
+    ),
+    (
+        "err.pin_format",
+        "Le code PIN compte de 4 à 8 chiffres.",
+        "A PIN is 4 to 8 digits.",
+    ),
+    ("pin.verified_notice", "Code PIN vérifié.", "PIN verified."),
+    (
+        "pin.not_verified_notice",
+        "Code PIN non vérifié.",
+        "PIN not verified.",
+    ),
+    (
+        "pin.wrong",
+        "Code PIN erroné, essais restants :",
+        "Wrong PIN, tries left:",
+    ),
+    (
+        "pin.blocked_notice",
+        "Code PIN bloqué : la carte doit être débloquée par son émetteur.",
+        "PIN blocked: the card must be unblocked by its issuer.",
+    ),
+    (
+        "pin.card_changed",
+        "La carte a changé depuis l'affichage de la page : le code PIN n'a pas été présenté.",
+        "The card changed since the page was shown: the PIN was not presented.",
+    ),
     (
         "alert.cert_expired",
         "Certificat expiré pour la clé",

@@ -761,18 +761,48 @@ pub async fn facturation(
     .into_response()
 }
 
+/// What a PIN submission left to show on the Cartes CPS page.
+#[derive(Default)]
+struct CardsView {
+    notice: Option<String>,
+    failure: Option<String>,
+    errors: Errors,
+}
+
 pub async fn cartes(
     State(state): State<AppState>,
     Extension(lang): Extension<Lang>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    use passerelle_cards::{CardKind, PinState};
     let Some(cards) = &state.services.cards else {
         return layout(lang, "/cartes", &session, &coming(lang, "coming.cards")).into_response();
     };
+    // A card just inserted has not been asked its tries yet; asking spends none, and the
+    // confirmation box depends on it.
+    if cards
+        .active_card()
+        .is_some_and(|(_, c)| c.pin == passerelle_cards::PinState::Unknown)
+        && let Err(e) = cards.pin_status().await
+    {
+        tracing::warn!(error = %e, "reading the CPS PIN state");
+    }
+    let body = cartes_page(cards, lang, &session, &CardsView::default());
+    layout(lang, "/cartes", &session, &body).into_response()
+}
+
+fn cartes_page(
+    cards: &passerelle_cards::CardService,
+    lang: Lang,
+    session: &Session,
+    view: &CardsView,
+) -> Markup {
+    use passerelle_cards::{CardKind, PinState};
     let readers = cards.readers();
     let (n_readers, n_cards) = card_counts(&readers);
-    let body = html! {
+    let active = cards.active_card();
+    html! {
+        @if let Some(n) = &view.notice { p.notice id="notice" { (n) } }
+        @if let Some(f) = &view.failure { p.alert id="failure" { (f) } }
         section.card {
             p { (lang.t("cards.live")) " : " strong data-live="cards" id="live-cards" { (n_readers) " / " (n_cards) } }
             @if readers.is_empty() { p { (lang.t("cards.none")) } }
@@ -799,7 +829,7 @@ pub async fn cartes(
                                             }
                                             @if let Some(e) = &card.error { span.bad { (e) } }
                                         }
-                                        td {
+                                        td id="pin-state" {
                                             @match card.pin {
                                                 PinState::Unknown => (lang.t("pin.unknown")),
                                                 PinState::NotVerified { tries_left } => { (lang.t("pin.not_verified")) " " (tries_left) }
@@ -814,10 +844,149 @@ pub async fn cartes(
                     }
                 }
             }
-            p.muted { (lang.t("cards.pin_entry")) }
+        }
+        // PIN entry only for the card the service signs with (the first CPS card that can
+        // sign), and only while its PIN can still be presented.
+        @if let Some((reader, card)) = active.filter(|(_, c)| c.kind.can_sign() && !matches!(c.pin, PinState::Blocked | PinState::Verified)) {
+            section.card {
+                h2 { (lang.t("pin.title")) }
+                form.inline method="post" action="/cartes/pin" id="pin-form" {
+                    input type="hidden" name=(CSRF_FIELD) value=(session.csrf);
+                    input type="hidden" name="reader" value=(reader);
+                    input type="hidden" name="generation" value=(card.generation);
+                    label { (lang.t("cards.pin")) input type="password" name="pin" id="pin" autocomplete="off" inputmode="numeric" minlength="4" maxlength="8" required; }
+                    @if card.pin == (PinState::NotVerified { tries_left: 1 }) {
+                        label.warn { input type="checkbox" name="confirm_last_try" id="confirm-last-try" value="1"; " " (lang.t("pin.confirm_last_try")) }
+                    }
+                    button.primary type="submit" id="pin-submit" { (lang.t("pin.submit")) }
+                }
+                (field_error(lang, &view.errors, "pin"))
+            }
+        }
+    }
+}
+
+/// A form field that never keeps a copy of what was typed: zeroized on drop, never printed.
+pub struct Secret(zeroize::Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Self(zeroize::Zeroizing::new(s)))
+    }
+}
+
+impl Default for Secret {
+    fn default() -> Self {
+        Self(zeroize::Zeroizing::new(String::new()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PinForm {
+    reader: String,
+    generation: u64,
+    pin: Secret,
+    confirm_last_try: Option<String>,
+}
+
+/// `POST /cartes/pin`: presents the PIN to the active CPS card, on this explicit request only.
+/// The PIN is not logged, not audited, not echoed; the service refuses to spend the last try
+/// without the confirmation box.
+pub async fn cartes_pin(
+    State(state): State<AppState>,
+    Extension(lang): Extension<Lang>,
+    Extension(session): Extension<Session>,
+    Extension(addr): Extension<ClientAddr>,
+    Form(mut form): Form<PinForm>,
+) -> Response {
+    use passerelle_cards::{CardError, Pin, PinState};
+    let Some(cards) = &state.services.cards else {
+        return (StatusCode::NOT_FOUND, "404").into_response();
+    };
+    let mut view = CardsView::default();
+    // The PIN leaves the form here; `Pin::new` consumes the string and zeroizes it.
+    let typed = std::mem::take(&mut *form.pin.0);
+    let pin = Pin::new(typed);
+    let active = cards
+        .active_card()
+        .filter(|(r, c)| *r == form.reader && c.generation == form.generation);
+    let card_name = active.as_ref().map_or_else(
+        || form.reader.clone(),
+        |(r, c)| {
+            c.identity
+                .as_ref()
+                .map_or_else(|| r.clone(), |id| id.serial.clone())
+        },
+    );
+    let status = match (pin, active) {
+        (Err(_), _) => {
+            view.errors.insert("pin", "err.pin_format");
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        (Ok(_), None) => {
+            view.failure = Some(lang.t("pin.card_changed").to_owned());
+            StatusCode::CONFLICT
+        }
+        (Ok(pin), Some(_)) => {
+            let result = cards.verify_pin(pin, form.confirm_last_try.is_some()).await;
+            let (outcome, ok) = match &result {
+                Ok(PinState::Verified) => ("verified".to_owned(), true),
+                Ok(other) => (format!("{other:?}"), false),
+                Err(CardError::WrongPin { tries_left }) => {
+                    (format!("wrong PIN, {tries_left} tries left"), false)
+                }
+                Err(CardError::PinBlocked) => ("blocked".to_owned(), false),
+                Err(CardError::LastTryNeedsConfirmation) => {
+                    ("not sent: last try not confirmed".to_owned(), false)
+                }
+                Err(e) => (e.to_string(), false),
+            };
+            state
+                .audit(
+                    &session.user,
+                    &addr,
+                    "pin_presented",
+                    &format!("PIN presented for card {card_name}: {outcome}"),
+                    ok,
+                )
+                .await;
+            match result {
+                Ok(PinState::Verified) => {
+                    view.notice = Some(lang.t("pin.verified_notice").to_owned());
+                    StatusCode::OK
+                }
+                Ok(_) => {
+                    view.failure = Some(lang.t("pin.not_verified_notice").to_owned());
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                Err(CardError::WrongPin { tries_left }) => {
+                    view.failure = Some(format!("{} {tries_left}", lang.t("pin.wrong")));
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                Err(CardError::PinBlocked) => {
+                    view.failure = Some(lang.t("pin.blocked_notice").to_owned());
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                Err(CardError::LastTryNeedsConfirmation) => {
+                    view.errors.insert("pin", "pin.confirm_required");
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                Err(e) => {
+                    view.failure = Some(format!("{} : {e}", lang.t("err.service")));
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
         }
     };
-    layout(lang, "/cartes", &session, &body).into_response()
+    let body = cartes_page(cards, lang, &session, &view);
+    (status, layout(lang, "/cartes", &session, &body)).into_response()
 }
 
 fn card_counts(readers: &[passerelle_cards::ReaderStatus]) -> (usize, usize) {
