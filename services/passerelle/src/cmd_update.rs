@@ -11,11 +11,17 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use passerelle_updater::boot::{EntryTemplate, Slot, Slots, SystemdBoot, commit_when_healthy};
 use passerelle_updater::{
-    CheckOutcome, DeviceUpdateConfig, MetadataLimits, UpdateError, Version, check_and_download,
+    CheckOutcome, DeviceUpdateConfig, MetadataLimits, UpdateError, Version, check,
+    check_and_download,
 };
 
 #[derive(Debug, Subcommand)]
 pub enum UpdateCommand {
+    /// Verify the vendor metadata and say what would be installed (nothing is written).
+    Check {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Download and verify into the inactive slot, then arm a one-shot boot with tries.
     Install {
         #[command(flatten)]
@@ -90,22 +96,37 @@ fn systemd_boot(b: &BootArgs) -> Result<SystemdBoot, String> {
     ))
 }
 
+fn device_config(device: DeviceArgs) -> DeviceUpdateConfig {
+    DeviceUpdateConfig {
+        vendor_url: device.vendor_url,
+        board: device.board,
+        current_version: device.current_version,
+        trusted_root: device.trusted_root,
+        datastore: device.datastore,
+        limits: MetadataLimits::default(),
+        fetch_timeout: Duration::from_secs(30),
+    }
+}
+
 async fn exec(cmd: UpdateCommand) -> ExitCode {
     match cmd {
+        UpdateCommand::Check { device } => match check(&device_config(device)).await {
+            Ok(None) => {
+                println!("up to date");
+                ExitCode::SUCCESS
+            }
+            Ok(Some(info)) => {
+                println!("update available: {} ({} bytes)", info.version, info.size);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(exit_of(&e), &e.to_string()),
+        },
         UpdateCommand::Install { device, tries } => {
             let slots = match systemd_boot(&device.boot) {
                 Ok(s) => s,
                 Err(e) => return fail(2, &e),
             };
-            let cfg = DeviceUpdateConfig {
-                vendor_url: device.vendor_url,
-                board: device.board,
-                current_version: device.current_version,
-                trusted_root: device.trusted_root,
-                datastore: device.datastore,
-                limits: MetadataLimits::default(),
-                fetch_timeout: Duration::from_secs(30),
-            };
+            let cfg = device_config(device);
             match check_and_download(&cfg, slots.inactive_path()).await {
                 Ok(CheckOutcome::UpToDate) => {
                     println!("up to date: {}", cfg.current_version);

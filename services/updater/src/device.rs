@@ -65,6 +65,12 @@ pub enum CheckOutcome {
     Written(ImageInfo),
 }
 
+/// Verifies the vendor repository and reports the image that would be installed, without
+/// downloading it.
+pub async fn check(cfg: &DeviceUpdateConfig) -> Result<Option<ImageInfo>, UpdateError> {
+    Ok(load_and_select(cfg).await?.map(|(_, _, info)| info))
+}
+
 /// Loads and verifies the repository, selects the newest target for this board strictly
 /// newer than the running version, and streams it into `inactive_slot`.
 ///
@@ -74,6 +80,35 @@ pub async fn check_and_download(
     cfg: &DeviceUpdateConfig,
     inactive_slot: &Path,
 ) -> Result<CheckOutcome, UpdateError> {
+    let Some((repo, name, info)) = load_and_select(cfg).await? else {
+        return Ok(CheckOutcome::UpToDate);
+    };
+    tracing::info!(target = %info.target, version = %info.version, size = info.size, "downloading into the inactive slot");
+    let stream = repo
+        .read_target(&name)
+        .await
+        .map_err(|e| UpdateError::Download {
+            target: info.target.clone(),
+            reason: chain(&e),
+        })?
+        .ok_or_else(|| UpdateError::Target {
+            target: info.target.clone(),
+            reason: "listed but not downloadable".into(),
+        })?;
+    stream_into_slot(
+        Box::pin(stream),
+        inactive_slot,
+        &info.target,
+        info.size,
+        info.sha256,
+    )
+    .await?;
+    Ok(CheckOutcome::Written(info))
+}
+
+async fn load_and_select(
+    cfg: &DeviceUpdateConfig,
+) -> Result<Option<(tough::Repository, tough::TargetName, ImageInfo)>, UpdateError> {
     let root = std::fs::read(&cfg.trusted_root).map_err(|e| UpdateError::TrustedRoot {
         path: cfg.trusted_root.clone(),
         reason: e.to_string(),
@@ -112,7 +147,7 @@ pub async fn check_and_download(
     }
     let Some((name, info)) = best else {
         tracing::info!(board = %cfg.board, current = %cfg.current_version, "no newer signed image");
-        return Ok(CheckOutcome::UpToDate);
+        return Ok(None);
     };
     if info.size > l.max_image_size {
         return Err(UpdateError::TooLarge {
@@ -122,27 +157,7 @@ pub async fn check_and_download(
             what: "max_image_size",
         });
     }
-    tracing::info!(target = %info.target, version = %info.version, size = info.size, "downloading into the inactive slot");
-    let stream = repo
-        .read_target(&name)
-        .await
-        .map_err(|e| UpdateError::Download {
-            target: info.target.clone(),
-            reason: chain(&e),
-        })?
-        .ok_or_else(|| UpdateError::Target {
-            target: info.target.clone(),
-            reason: "listed but not downloadable".into(),
-        })?;
-    stream_into_slot(
-        Box::pin(stream),
-        inactive_slot,
-        &info.target,
-        info.size,
-        info.sha256,
-    )
-    .await?;
-    Ok(CheckOutcome::Written(info))
+    Ok(Some((repo, name, info)))
 }
 
 fn join(base: &Url, path: &str) -> Result<Url, UpdateError> {

@@ -8,6 +8,8 @@
 //!   inactive slot through [`slot::SlotWriter`] (hash while writing, fsync, read-back).
 //! - [`boot`]: the A/B [`boot::Slots`] abstraction, systemd-boot boot counting, commit after
 //!   `/healthz`.
+//! - [`service`]: the daemon loop ([`service::serve`], [`service::UpdaterConfig`]) polling with
+//!   jitter, arming, reporting [`service::UpdateStatus`] to the web admin.
 //! - [`transport`]: tough's `Transport` over HTTP/1.1 with timeouts.
 //!
 //! Expiry is checked against the system clock (tough has no injectable clock): tests make
@@ -17,11 +19,12 @@ pub mod boot;
 pub mod device;
 pub mod error;
 pub mod manifest;
+pub mod service;
 pub mod slot;
 pub mod token;
 pub mod transport;
 pub mod vendor;
 
-pub use device::{CheckOutcome, DeviceUpdateConfig, MetadataLimits, check_and_download};
+pub use device::{CheckOutcome, DeviceUpdateConfig, MetadataLimits, check, check_and_download};
 pub use error::UpdateError;
 pub use manifest::{ImageInfo, Version};

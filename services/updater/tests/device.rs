@@ -197,3 +197,14 @@ async fn truncated_download_is_rejected_with_the_slot_header_unwritten() {
     );
     assert!(dev.header_untouched());
 }
+
+#[tokio::test]
+async fn check_reports_the_update_without_touching_the_slot() {
+    let vendor = Vendor::new().await;
+    vendor.publish("1.1.0", 10_000).await;
+    let server = serve(vendor.repo()).await;
+    let dev = Device::new(&vendor, &server.url, "1.0.0");
+    let info = passerelle_updater::check(&dev.cfg).await.unwrap().unwrap();
+    assert_eq!(info.version.to_string(), "1.1.0");
+    assert!(dev.slot_untouched());
+}
