@@ -217,9 +217,15 @@ impl Slots for SystemdBoot {
 
     fn arm(&self, version: Version, tries: u32) -> Result<(), UpdateError> {
         let slot = self.current.other();
-        for (name, _) in self.slot_entries(slot)? {
-            let p = self.entries().join(name);
-            std::fs::remove_file(&p).map_err(|e| UpdateError::io(&p, e))?;
+        // Every entry of the inactive slot goes, parseable or not (a corrupt one included).
+        let dir = self.entries();
+        let prefix = format!("passerelle-{}", slot.name());
+        for entry in std::fs::read_dir(&dir).map_err(|e| UpdateError::io(&dir, e))? {
+            let name = entry.map_err(|e| UpdateError::io(&dir, e))?.file_name();
+            if name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                let p = dir.join(name);
+                std::fs::remove_file(&p).map_err(|e| UpdateError::io(&p, e))?;
+            }
         }
         self.write_entry(slot, version, Some(tries.max(1)))?;
         tracing::info!(slot = slot.name(), %version, tries, "armed one-shot boot");

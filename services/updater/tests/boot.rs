@@ -149,8 +149,15 @@ fn fallback_is_reported_once_when_the_tries_run_out() {
 fn corrupt_boot_counter_is_reported_not_guessed() {
     let (_d, esp) = installed();
     std::fs::write(esp.join("loader/entries/passerelle-b+x-1.conf"), "garbage").unwrap();
-    let err = boot(&esp, Slot::A).take_fallback().unwrap_err();
+    let a = boot(&esp, Slot::A);
+    let err = a.take_fallback().unwrap_err();
     assert!(err.to_string().contains("boot counter"), "{err}");
+    // The next update replaces the corrupt entry of the inactive slot.
+    a.arm("1.2.0".parse().unwrap(), 3).unwrap();
+    assert_eq!(
+        entries(&esp),
+        ["passerelle-a.conf", "passerelle-b+3-0.conf"]
+    );
 }
 
 #[test]
