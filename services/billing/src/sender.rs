@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use passerelle_queue::{Leased, RetryHint};
+use passerelle_queue::{Leased, RetryHint, RetryOutcome};
 use passerelle_sesam::{LotMessage, Recipient, RecipientCertificates, SesamError, write_message};
 use passerelle_smtp::{ClientConfig, ErrorKind, MailFrom, SmtpClient, SmtpError};
 use passerelle_trust::TrustStore;
@@ -88,16 +88,27 @@ impl Sender {
                 }
                 Outcome::Stale => self.intake.queue.ack(&item).await?,
                 Outcome::Retry(reason) => {
-                    self.intake
+                    let outcome = self
+                        .intake
                         .queue
                         .retry(
                             &item,
                             RetryHint {
                                 retry_after: None,
-                                reason,
+                                reason: reason.clone(),
                             },
                         )
                         .await?;
+                    if outcome == RetryOutcome::Dead
+                        && let Some(id) = std::str::from_utf8(item.payload())
+                            .ok()
+                            .and_then(LotId::parse)
+                    {
+                        // The queue gave up (lifetime): the lot says so; the operator resends.
+                        let why = format!("not sent within the queue lifetime: {reason}");
+                        tracing::error!(lot = %id, reason = %reason, "lot not sent: queue lifetime over");
+                        self.intake.store.note(&id, &why).await?;
+                    }
                 }
                 Outcome::Permanent(reason) => {
                     self.intake.queue.fail_permanent(&item, &reason).await?;
