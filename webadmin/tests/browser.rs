@@ -329,3 +329,90 @@ async fn browser_lockout_after_repeated_failures_and_post_without_csrf_refused()
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_cps_pin_entry_on_the_cards_page() -> anyhow::Result<()> {
+    use passerelle_harness::{CpsCard, CpsGeneration, CpsIdentity, Pcscd};
+    let pki = passerelle_testpki::TestPki::generate(&passerelle_testpki::PkiOptions::new(7))?;
+    let cert = pki.cert(passerelle_testpki::names::CPS_AUTH)?;
+    let identity = CpsIdentity {
+        national_id: "899700218896".into(),
+        family_name: "DUPONT".into(),
+        given_name: "JEAN".into(),
+        profession: "Médecin".into(),
+    };
+    let card = CpsCard::new(
+        CpsGeneration::Cps3,
+        &identity,
+        cert.der().to_vec(),
+        cert.key().pkcs8_der(),
+    )?
+    .with_pin("48213579")?;
+    let pcscd = Pcscd::builder().start()?;
+    pcscd.set_process_env();
+    let mut card = pcscd.virtual_card(0, card)?;
+    let service = passerelle_cards::CardService::start(passerelle_cards::CardsConfig::default())?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while service
+        .readers()
+        .iter()
+        .all(|r| r.name != card.reader_name())
+    {
+        assert!(Instant::now() < deadline, "reader never listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    card.insert()?;
+    let services = AdminServices {
+        cards: Some(service),
+        ..AdminServices::default()
+    };
+    let server = TestServer::start(services, LockoutPolicy::default()).await?;
+    let base = format!("https://127.0.0.1:{}", server.https.port());
+    let b = Browser::start("cards").await?;
+    setup_in_browser(&b, &base).await?;
+    b.login(&base, PASSWORD).await?;
+    b.wait_for("nav").await?;
+
+    // The identity is read in the background: reload until the form is there.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        b.client.goto(&format!("{base}/cartes")).await?;
+        if b.client.find(Locator::Id("pin-form")).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no PIN form: {}",
+            b.text().await?
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let field = b.client.find(Locator::Id("pin")).await?;
+    assert_eq!(field.attr("type").await?.as_deref(), Some("password"));
+    assert_eq!(field.attr("autocomplete").await?.as_deref(), Some("off"));
+    b.shot("cartes-pin").await?;
+
+    b.fill("pin", "97531864").await?;
+    b.click("pin-submit").await?;
+    b.wait_for("#failure").await?;
+    let text = b.text().await?;
+    assert!(
+        text.contains("Code PIN erroné, essais restants : 2"),
+        "{text}"
+    );
+    assert_eq!(card.handler().tries_left(), 2);
+    b.shot("cartes-pin-wrong").await?;
+
+    b.fill("pin", "48213579").await?;
+    b.click("pin-submit").await?;
+    b.wait_for("#notice").await?;
+    let text = b.text().await?;
+    assert!(text.contains("Code PIN vérifié."), "{text}");
+    assert!(!b.client.source().await?.contains("48213579"));
+    assert_eq!(card.handler().tries_left(), 3);
+    b.shot("cartes-pin-verified").await?;
+
+    b.client.clone().close().await?;
+    server.stop().await;
+    Ok(())
+}
