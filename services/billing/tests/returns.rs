@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{Front, arl, b2, fse_meta, noemie_mail, service_mail};
 use passerelle_billing::{LotId, LotState, ReturnKind, Sender};
+use passerelle_sesam::{Directory, Env, Flow};
 
 /// One lot sent and received by the caisse: (front, sender, lot id, Message-ID, content).
 async fn sent_lot(seed: &str) -> anyhow::Result<(Front, Sender, LotId, String, Vec<u8>)> {
@@ -89,25 +90,27 @@ async fn negative_arl_rejects_the_lot_flagged_for_resend() -> anyhow::Result<()>
 /// 4005 and 4025: the same content goes out again, encrypted for the current certificate.
 async fn resend_case(code: u16, label: &str) -> anyhow::Result<()> {
     let (front, sender, id, mid, content) = sent_lot(&format!("sv{code}")).await?;
-    let returns = front.returns(&sender);
+    let slapd = front.directory()?;
+    let mut returns = front.returns(&sender);
+    returns.directory = Some(Directory::new(slapd.url(), Duration::from_secs(10))?);
     front.answer(&service_mail(&mid, code, label))?;
     let handled = returns.poll_pop3(&front.pop3_route()?).await?;
     assert_eq!(handled[0].kind, ReturnKind::Service { code });
     assert_eq!(state(&sender, &id).await?, LotState::Received);
     assert_eq!(sender.run_once().await?, 1);
     front.wait_caisse(2)?;
-    // Maildir names do not order two deliveries within a second: pick the new one by ID.
+    // The certificate was refreshed from the directory first (digest §7 case 31): only the
+    // resent mail opens with the renewed key, and it holds the same content.
     let mut resent = Vec::new();
     for mail in front.caisse_mails()? {
-        let (plain, id) = front.caisse_decrypt(&mail)?;
-        if id != mid {
+        if let Ok(plain) = front.caisse_decrypt_renewed(&mail) {
             resent.push(plain);
         }
     }
     assert_eq!(
         resent,
         [content],
-        "the same content, re-encrypted, under a new Message-ID"
+        "the same content, re-encrypted for the renewed certificate"
     );
     let lot = sender.intake.store.get(&id).await?.expect("lot");
     assert_eq!((lot.state, lot.sends), (LotState::Sent, 2));
@@ -135,17 +138,42 @@ async fn sv_4025_resends_the_same_content_encrypted() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn sv_4015_refreshes_the_certificate_without_resend() -> anyhow::Result<()> {
     let (front, sender, id, mid, _) = sent_lot("sv4015").await?;
+    let slapd = front.directory()?;
+    let mut returns = front.returns(&sender);
+    returns.directory = Some(Directory::new(slapd.url(), Duration::from_secs(10))?);
     front.answer(&service_mail(&mid, 4015, "Pièce jointe chiffrée warning"))?;
-    let handled = front
-        .returns(&sender)
-        .poll_pop3(&front.pop3_route()?)
-        .await?;
+    let handled = returns.poll_pop3(&front.pop3_route()?).await?;
     assert_eq!(handled[0].kind, ReturnKind::Service { code: 4015 });
     let lot = sender.intake.store.get(&id).await?.expect("lot");
     assert_eq!(lot.state, LotState::Sent);
     assert!(lot.reason.contains("4015"), "{}", lot.reason);
     assert_eq!(sender.run_once().await?, 0, "no resend");
     assert_eq!(front.caisse_mails()?.len(), 1);
+
+    // The renewed certificate was fetched from the directory: the next lot uses it.
+    let renewed = front.pki.cert(common::SV_AMO_TEST_RENEWED)?.der().to_vec();
+    let stored = sender
+        .certs
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .stored(Flow::Fse, Env::Test)
+        .map(<[u8]>::to_vec);
+    assert_eq!(stored, Some(renewed));
+    let next = b2("after4015");
+    sender.intake.accept(&fse_meta("F0101"), &next).await?;
+    assert_eq!(sender.run_once().await?, 1);
+    front.wait_caisse(2)?;
+    let mut decrypted = Vec::new();
+    for mail in front.caisse_mails()? {
+        if let Ok(plain) = front.caisse_decrypt_renewed(&mail) {
+            decrypted.push(plain);
+        }
+    }
+    assert_eq!(
+        decrypted,
+        [next],
+        "only the new lot, for the renewed certificate"
+    );
     Ok(())
 }
 

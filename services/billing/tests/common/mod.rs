@@ -19,6 +19,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 pub const CAISSE: &str = "caisse@passerelle.test";
 pub const BILLING: &str = "facturation@passerelle.test";
 pub const SERVER_NAME: &str = "mail.operateur-a.mssante.fr";
+/// A renewed AMO test certificate, published in the directory after the stored one.
+pub const SV_AMO_TEST_RENEWED: &str = "sv-amo-test-renewed";
 
 pub fn b2(seed: &str) -> Vec<u8> {
     let mut out = Vec::new();
@@ -53,7 +55,8 @@ pub struct Front {
 impl Front {
     /// The PKI, the trust store (CRLs installed or not) and the fake caisse front.
     pub fn start(with_crls: bool) -> anyhow::Result<Self> {
-        let pki = TestPki::generate(&PkiOptions::new(6006))?;
+        let mut pki = TestPki::generate(&PkiOptions::new(6006))?;
+        issue_renewed(&mut pki)?;
         let dir = tempfile::tempdir()?;
         pki.write_to(&dir.path().join("pki"))?;
         let trust = Arc::new(trust_store(&pki, dir.path(), with_crls)?);
@@ -327,4 +330,95 @@ pub fn arl(positive: bool) -> Vec<u8> {
         "ARL NEGATIF"
     };
     format!("000CP0000000000001TE12345678901234{verdict}@").into_bytes()
+}
+
+/// `sv-amo-test-renewed`: same label, newer validity, its own key.
+fn issue_renewed(pki: &mut TestPki) -> anyhow::Result<()> {
+    use passerelle_testpki::{Attr, Dn, KeyAlg, KeyUsageBit, LeafSpec, Validity};
+    let day = pki.day();
+    let dn = Dn::new()
+        .push(Attr::C, "FR")
+        .push(Attr::O, "sesam-vitale")
+        .push(Attr::Ou, "AC-SESAM-VITALE-TEST-2034")
+        .push(Attr::Ou, "AC-FACTURATION-TEST")
+        .push(Attr::Cn, "amo_pj.test@test.rss.fr");
+    let spec = LeafSpec::new(SV_AMO_TEST_RENEWED, dn)
+        .with_key("sv-renewed", KeyAlg::Rsa(2048))
+        .with_key_usage(
+            &[
+                KeyUsageBit::DigitalSignature,
+                KeyUsageBit::NonRepudiation,
+                KeyUsageBit::KeyEncipherment,
+            ],
+            true,
+        )
+        .with_sans(vec![passerelle_testpki::email_san(
+            "amo_pj.test@test.rss.fr",
+        )?])
+        .with_validity(Validity::Explicit {
+            not_before: day,
+            not_after: day + time::Duration::days(730),
+        });
+    pki.issue_leaf(n::SV_TEST_FACTURATION, spec)?;
+    Ok(())
+}
+
+impl Front {
+    /// slapd shaped like the directory's TEST branch, publishing the renewed AMO certificate.
+    pub fn directory(&self) -> anyhow::Result<passerelle_harness::Slapd> {
+        const BRANCH: &str = "ou=AC-SESAM-VITALE-TEST-2034,o=sesam-vitale,c=fr";
+        const CA: &str = "cn=AC-FACTURATION-TEST,ou=AC-FACTURATION-TEST,ou=AC-SESAM-VITALE-TEST-2034,o=sesam-vitale,c=fr";
+        use base64::Engine as _;
+        let b64 = |name: &str| -> anyhow::Result<String> {
+            Ok(base64::engine::general_purpose::STANDARD.encode(self.pki.cert(name)?.der()))
+        };
+        let ldif = format!(
+            "dn: {BRANCH}\nobjectClass: organizationalUnit\nou: AC-SESAM-VITALE-TEST-2034\n\n\
+             dn: ou=AC-FACTURATION-TEST,{BRANCH}\nobjectClass: organizationalUnit\nou: AC-FACTURATION-TEST\n\n\
+             dn: {CA}\nobjectClass: applicationProcess\nobjectClass: pkiCA\ncn: AC-FACTURATION-TEST\n\
+             cACertificate;binary:: {ca}\n\n\
+             dn: cn=amo_pj.test@test.rss.fr,{CA}\nobjectClass: applicationProcess\nobjectClass: pkiUser\n\
+             cn: amo_pj.test@test.rss.fr\nuserCertificate;binary:: {old}\nuserCertificate;binary:: {renewed}\n",
+            ca = b64(n::SV_TEST_FACTURATION)?,
+            old = b64(n::SV_AMO_TEST)?,
+            renewed = b64(SV_AMO_TEST_RENEWED)?,
+        );
+        Ok(passerelle_harness::Slapd::builder()
+            .suffix("o=sesam-vitale,c=fr")
+            .ldif(ldif)
+            .start()?)
+    }
+
+    /// Decrypt with the renewed certificate's key.
+    pub fn caisse_decrypt_renewed(&self, raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let dir = self.dir.path().join("renewed");
+        std::fs::create_dir_all(&dir)?;
+        let cert = self.pki.cert(SV_AMO_TEST_RENEWED)?;
+        std::fs::write(dir.join("c.pem"), cert.pem())?;
+        std::fs::write(dir.join("k.pem"), cert.key().pkcs8_pem())?;
+        let msg = mail_parser::MessageParser::default()
+            .parse(raw)
+            .ok_or_else(|| anyhow::anyhow!("unparsable mail"))?;
+        let part = msg
+            .attachments()
+            .next()
+            .or_else(|| msg.parts.first())
+            .map(|p| p.contents().to_vec())
+            .ok_or_else(|| anyhow::anyhow!("no attachment"))?;
+        std::fs::write(dir.join("in.pkcs7"), part)?;
+        let out = std::process::Command::new("openssl")
+            .args(["cms", "-decrypt", "-inform", "der", "-binary", "-in"])
+            .arg(dir.join("in.pkcs7"))
+            .arg("-recip")
+            .arg(dir.join("c.pem"))
+            .arg("-inkey")
+            .arg(dir.join("k.pem"))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl cms -decrypt (renewed key): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out.stdout)
+    }
 }
