@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST_PROFILE ?= ci
 
-.PHONY: run build test lint deny unit conformance bench deps-run deps-test clean
+.PHONY: run build test lint deny yocto-lint unit conformance bench deps-run deps-test clean
 
 ## Build and start passerelle on this machine with the embedded demo configuration:
 ## data under ./var, status endpoint on http://127.0.0.1:8079/healthz.
@@ -16,7 +16,7 @@ build:
 
 ## Formatting, clippy -D warnings, cargo deny, then the whole suite with its real peers,
 ## then the conformance report (target/conformance.md) from the same run.
-test: deps-test lint deny unit
+test: deps-test lint deny yocto-lint unit
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -25,6 +25,15 @@ lint:
 # The advisory database cannot be fetched from here: licenses, bans and sources only.
 deny:
 	$(CARGO) deny --locked check licenses bans sources
+
+# meta-passerelle cannot be built here; it is linted. `homepageping` fetches over the
+# network, and a daemon has no native variant for `bbclassextend` to ask for.
+yocto-lint:
+	python3 yocto/scripts/gen-crates-inc.py Cargo.lock /tmp/passerelle-crates.inc
+	@diff -u yocto/meta-passerelle/recipes-core/passerelle/passerelle-crates.inc /tmp/passerelle-crates.inc \
+	  || { echo "yocto: passerelle-crates.inc is stale: python3 yocto/scripts/gen-crates-inc.py Cargo.lock yocto/meta-passerelle/recipes-core/passerelle/passerelle-crates.inc"; exit 1; }
+	python3 -m oelint_adv --quiet --release styhead --suppress oelint.vars.homepageping --suppress oelint.var.bbclassextend \
+	  $$(find yocto/meta-passerelle -name '*.bb' -o -name '*.bbappend' | sort)
 
 unit:
 	$(CARGO) nextest run --workspace --locked --profile $(NEXTEST_PROFILE)

@@ -41,5 +41,7 @@ fi
 if [ "$mode" = test ]; then
   command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
   command -v cargo-deny >/dev/null 2>&1 || cargo install --locked cargo-deny
+  # The Yocto layer is linted, not built, here (no network for layers).
+  python3 -m oelint_adv --version >/dev/null 2>&1 || python3 -m pip install --quiet oelint-adv
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 fi

@@ -15,6 +15,7 @@ mod p3;
 mod p4;
 mod p5;
 mod p7;
+mod p8;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,6 +50,8 @@ enum Bench {
     P4,
     /// P5: mirror of 5 000 messages from Dovecot, ours vs mbsync.
     P5,
+    /// P8: bytes/s written to the inactive slot (hash, fsync, read-back), ours vs dd.
+    P8,
     /// P7: card signatures for 100 rights requests, our pooled proxy vs a new TLS connection each.
     P7,
     /// Every bench with its defaults.
@@ -117,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::P4 => p4::run()?,
         Bench::P5 => p5::run()?,
         Bench::P7 => p7::run()?,
+        Bench::P8 => p8::run()?,
         Bench::All => {
             println!("{}", q1(&scratch, &Q1Args::default()).await?);
             k1::run()?;
@@ -127,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
             p4::run()?;
             p5::run()?;
             p7::run()?;
+            p8::run()?;
         }
     }
     Ok(())

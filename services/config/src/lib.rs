@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use passerelle_annuaire::AnnuaireConfig;
 pub use passerelle_api_lps::PracticeMailConfig;
+pub use passerelle_billing::BillingConfig;
 pub use passerelle_cards::CardsConfig;
 pub use passerelle_connector::ConnectorConfig;
 pub use passerelle_imap_mirror::MirrorConfig;
@@ -127,6 +128,8 @@ pub struct Config {
     pub mirror: Option<MirrorConfig>,
     /// Practice profile, outbound: LAN submission and delivery through the API LPS (issue #4).
     pub practice_mail: Option<PracticeMailConfig>,
+    /// Billing lots: intake, transmission to the caisse, returns and ARL tracking (issue #6).
+    pub billing: Option<BillingConfig>,
 }
 
 /// The device certificate the box presents on the LAN. Its key is generated in the token at

@@ -109,6 +109,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &mut tasks,
     )?;
     start_mirror(&config, trust.as_ref(), keystore.as_ref(), psc, &mut tasks).await?;
+    start_billing(&config, &queue, trust.as_ref(), &mut tasks)?;
     let annuaire = start_annuaire(&config, &mut tasks).await?;
     let cards = match &config.cards {
         Some(cards_config) => Some(
@@ -283,6 +284,34 @@ async fn open_psc(
         .await
         .map(Some)
         .context("opening the Pro Santé Connect token store")
+}
+
+/// Billing lots (issue #6): spool and HTTP intake, encryption at send time, returns.
+fn start_billing(
+    config: &Config,
+    queue: &Arc<Queue<SqliteStore>>,
+    trust: Option<&Arc<TrustStore>>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let Some(billing) = &config.billing else {
+        return Ok(());
+    };
+    let (Some(sesam), Some(trust)) = (&config.sesam, trust) else {
+        bail!("[billing] needs [sesam] (recipient certificates) and [trust]");
+    };
+    let (sesam, billing, queue, trust) = (
+        sesam.clone(),
+        billing.clone(),
+        (**queue).clone(),
+        Arc::clone(trust),
+    );
+    let shutdown = tasks.shutdown.clone();
+    tasks.service("the billing service", async move {
+        passerelle_billing::serve(&sesam, &billing, queue, trust, shutdown)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    Ok(())
 }
 
 /// Practice profile, outbound (issue #4): the LAN submission listener and the API LPS

@@ -8,6 +8,8 @@ mod cmd_keystore;
 mod cmd_liste_blanche;
 mod cmd_sesam;
 mod cmd_trust;
+mod cmd_update;
+mod cmd_vendor;
 mod daemon;
 mod status;
 
@@ -48,6 +50,12 @@ enum Command {
     /// CPS card readers: the readers, the cards in them, who they belong to, PIN state.
     #[command(subcommand)]
     Cards(cmd_cards::CardsCommand),
+    /// Signed A/B updates on the box: check, install into the inactive slot, commit.
+    #[command(subcommand)]
+    Update(cmd_update::UpdateCommand),
+    /// Vendor side of updates: keys, TUF root, publishing a release.
+    #[command(subcommand)]
+    Vendor(cmd_vendor::VendorCommand),
     /// SESAM-Vitale billing lots: encrypt a lot into the message the caisse expects.
     #[command(subcommand)]
     Sesam(cmd_sesam::SesamCommand),
@@ -119,6 +127,8 @@ fn main() -> ExitCode {
         Command::Trust(cmd) => cmd_trust::run(cmd),
         Command::Sesam(cmd) => cmd_sesam::run(cmd),
         Command::Cards(cmd) => cmd_cards::run(&cmd),
+        Command::Update(cmd) => cmd_update::run(cmd),
+        Command::Vendor(cmd) => cmd_vendor::run(cmd),
         Command::ListeBlanche(cmd) => cmd_liste_blanche::run(cmd),
         Command::Keystore(args) => match Config::load(&args.config) {
             Ok(Config {

@@ -150,7 +150,8 @@ fn domains(state: &ListeBlancheState) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ex_2_2_5030_ex_2_2_5035_fetched_list_is_stored_byte_for_byte_and_failures_keep_the_last_verified_one() {
+async fn ex_2_2_5030_ex_2_2_5035_fetched_list_is_stored_byte_for_byte_and_failures_keep_the_last_verified_one()
+ {
     let (env, pki) = env_with_https();
     let server = start_server(&pki).await;
     let first = signed_sample(&env);
