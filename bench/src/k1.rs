@@ -112,9 +112,13 @@ async fn measure() -> anyhow::Result<()> {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca_cert.der().clone())?;
-    let mut client = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    // An explicit provider: the workspace links both ring and aws-lc-rs (tough needs it).
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     client.resumption = rustls::client::Resumption::disabled();
     let client = Arc::new(client);
 
@@ -154,9 +158,12 @@ async fn handshakes_per_second(
     resolver: Arc<dyn ResolvesServerCert>,
     client: &Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<f64> {
-    let mut server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_cert_resolver(resolver);
     // Every handshake a full one: no tickets, no session cache.
     server.session_storage = Arc::new(NoServerSessionStorage {});
     server.send_tls13_tickets = 0;

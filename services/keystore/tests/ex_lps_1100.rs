@@ -97,9 +97,13 @@ async fn starttls(
     roots: &rustls::RootCertStore,
     client_cert: Arc<dyn ResolvesClientCert>,
 ) -> anyhow::Result<Tls> {
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots.clone())
-        .with_client_cert_resolver(client_cert);
+    // An explicit provider: the workspace links both ring and aws-lc-rs (tough needs it).
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots.clone())
+    .with_client_cert_resolver(client_cert);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     Ok(connector
         .connect(ServerName::try_from(SERVER_NAME)?, tcp)

@@ -140,8 +140,13 @@ async fn mutual_tls_with_token_keys_on_both_sides() -> anyhow::Result<()> {
     client_roots.add(rustls::pki_types::CertificateDer::from(
         intermediate.der().to_vec(),
     ))?;
-    let verifier = WebPkiClientVerifier::builder(Arc::new(client_roots)).build()?;
-    let server_config = rustls::ServerConfig::builder()
+    // An explicit provider: the workspace links both ring and aws-lc-rs (tough needs it).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), Arc::clone(&provider))
+            .build()?;
+    let server_config = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(TokenCertResolver::new(
             ks.certified_key(&server_key).await?,
@@ -150,7 +155,8 @@ async fn mutual_tls_with_token_keys_on_both_sides() -> anyhow::Result<()> {
     server_roots.add(rustls::pki_types::CertificateDer::from(
         intermediate.der().to_vec(),
     ))?;
-    let client_config = rustls::ClientConfig::builder()
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(server_roots)
         .with_client_cert_resolver(Arc::new(TokenCertResolver::new(
             ks.certified_key(&client_key).await?,

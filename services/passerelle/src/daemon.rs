@@ -203,9 +203,15 @@ fn start_rights(
         bail!("[rights] needs [cards], and [keystore] with [device] for its HTTPS endpoint");
     };
     let tls = Arc::new(
-        rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(device) as Arc<dyn ResolvesServerCert>),
+        // An explicit provider: the binary links both ring and aws-lc-rs (tough needs it),
+        // so there is no process-wide default to fall back on.
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("the rights endpoint's TLS versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::clone(device) as Arc<dyn ResolvesServerCert>),
     );
     let (rights, cards) = (rights.clone(), cards.clone());
     let stopping = tasks.stopping();
