@@ -1,5 +1,6 @@
 //! P8: bytes per second written into the inactive slot by the updater's `SlotWriter`
-//! (SHA-256 while writing, fsync, header last, read-back and second hash) against
+//! (staged and SHA-256-verified first, then copied with the header last, fsync, read-back
+//! CRC; the staging copy is what keeps the slot untouched by a bad image) against
 //! `dd if=image of=slot bs=4M conv=fsync` of the same image to the same kind of target: a
 //! pre-sized file on the same file system (under target/). Best of two alternating runs each,
 //! so both see the same page-cache state.
@@ -57,7 +58,8 @@ fn mb_per_s(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
 }
 
 fn slot_writer(image: &Path, slot: &Path, sha: &[u8; 32]) -> anyhow::Result<()> {
-    let mut writer = SlotWriter::open(slot, "p8.img", IMAGE_LEN as u64)?;
+    let staging = slot.with_extension("staging");
+    let mut writer = SlotWriter::open(slot, &staging, "p8.img", IMAGE_LEN as u64)?;
     let mut src = std::fs::File::open(image)?;
     let mut buf = vec![0; WRITE_CHUNK];
     loop {

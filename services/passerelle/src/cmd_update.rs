@@ -44,6 +44,22 @@ pub enum UpdateCommand {
         #[command(flatten)]
         boot: BootArgs,
     },
+    /// Write `loader.conf` and the committed entry of a slot into an ESP directory (used by
+    /// firmware/build-image.sh, so images and updates name entries the same way).
+    InstallEsp {
+        /// ESP directory being assembled.
+        #[arg(long)]
+        esp: PathBuf,
+        #[arg(long, value_parser = parse_slot)]
+        slot: Slot,
+        #[arg(long)]
+        version: Version,
+    },
+}
+
+fn parse_slot(s: &str) -> Result<Slot, String> {
+    Slot::from_cmdline(&format!("passerelle.slot={s}"))
+        .ok_or_else(|| format!("slot {s:?} is not a or b"))
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +87,9 @@ pub struct DeviceArgs {
     trusted_root: PathBuf,
     #[arg(long, default_value = "/var/lib/passerelle/tuf")]
     datastore: PathBuf,
+    /// The image is verified here before it is copied into the slot (needs its size free).
+    #[arg(long, default_value = "/var/lib/passerelle/update/staging.img")]
+    staging: PathBuf,
 }
 
 pub fn run(cmd: UpdateCommand) -> ExitCode {
@@ -103,6 +122,7 @@ fn device_config(device: DeviceArgs) -> DeviceUpdateConfig {
         current_version: device.current_version,
         trusted_root: device.trusted_root,
         datastore: device.datastore,
+        staging: device.staging,
         limits: MetadataLimits::default(),
         fetch_timeout: Duration::from_secs(30),
     }
@@ -161,6 +181,21 @@ async fn exec(cmd: UpdateCommand) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(1, &e.to_string()),
+            }
+        }
+        UpdateCommand::InstallEsp { esp, slot, version } => {
+            let boot = SystemdBoot::new(
+                &esp,
+                slot,
+                [PathBuf::new(), PathBuf::new()],
+                EntryTemplate::standard(),
+            );
+            match boot.install(slot, version) {
+                Ok(()) => {
+                    println!("slot {} entry for {version} written", slot.name());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(2, &e.to_string()),
             }
         }
         UpdateCommand::Status { boot } => {

@@ -66,6 +66,9 @@ pub trait Slots {
     fn arm(&self, version: Version, tries: u32) -> Result<(), UpdateError>;
     /// Makes the running slot permanent (called once its services report healthy).
     fn commit(&self) -> Result<(), UpdateError>;
+    /// The running slot booted on trial (armed, not committed yet): until it is committed,
+    /// the inactive slot is the fallback and must not be written.
+    fn on_trial(&self) -> Result<bool, UpdateError>;
     /// Reports (once) that the other slot's armed boot ran out of tries, and clears it.
     fn take_fallback(&self) -> Result<Option<Fallback>, UpdateError>;
 }
@@ -244,6 +247,13 @@ impl Slots for SystemdBoot {
             }
         }
         Ok(())
+    }
+
+    fn on_trial(&self) -> Result<bool, UpdateError> {
+        Ok(self
+            .slot_entries(self.current)?
+            .iter()
+            .any(|(_, counter)| counter.is_some()))
     }
 
     fn take_fallback(&self) -> Result<Option<Fallback>, UpdateError> {

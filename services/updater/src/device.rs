@@ -51,6 +51,9 @@ pub struct DeviceUpdateConfig {
     /// Persistent directory where tough keeps the last-seen root/timestamp/snapshot, so an
     /// older (replayed) release is refused even after a reboot.
     pub datastore: PathBuf,
+    /// File the image is downloaded into and verified in before it touches the slot (on the
+    /// data partition: it needs the image's size free).
+    pub staging: PathBuf,
     pub limits: MetadataLimits,
     /// Bound on connecting, on headers, and between body chunks.
     pub fetch_timeout: Duration,
@@ -74,8 +77,8 @@ pub async fn check(cfg: &DeviceUpdateConfig) -> Result<Option<ImageInfo>, Update
 /// Loads and verifies the repository, selects the newest target for this board strictly
 /// newer than the running version, and streams it into `inactive_slot`.
 ///
-/// Nothing is written to the slot unless the metadata verified; see [`crate::slot`] for
-/// what happens to the slot when the image itself fails.
+/// Nothing is written to the slot unless the metadata and the image verified (the image is
+/// staged first, see [`crate::slot`]).
 pub async fn check_and_download(
     cfg: &DeviceUpdateConfig,
     inactive_slot: &Path,
@@ -98,6 +101,7 @@ pub async fn check_and_download(
     stream_into_slot(
         Box::pin(stream),
         inactive_slot,
+        &cfg.staging,
         &info.target,
         info.size,
         info.sha256,

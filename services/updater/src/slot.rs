@@ -1,15 +1,21 @@
 //! Writing a verified image into the inactive slot.
 //!
-//! The first [`HEADER_LEN`] bytes (where squashfs/erofs/ext4 keep their superblock) are held in
-//! memory and written only after the whole image hashed to the signed SHA-256 and the body was
-//! fsynced; then everything is read back and hashed again. A failed or truncated download
-//! therefore never leaves a slot that looks like a valid file system, and nothing is armed.
+//! The download goes into a staging file on the data partition, never into the slot: the
+//! slot stays byte for byte as it was until the whole image hashed to the signed SHA-256. A
+//! tampered, truncated or oversized download (or a data partition too full to stage it) is
+//! refused with the slot untouched. Streaming straight into the slot would save the staging
+//! space and one copy, but a hash mismatch is only known at the last byte, so some of the
+//! slot would already be gone; per-chunk signed hashes would narrow that, not close it.
 //!
-//! SHA-256 runs on its own thread, overlapping the writes (P8: hashing at ~1 GB/s is as slow
-//! as the disk). The read-back is checked with a CRC-32 of the same verified bytes: it guards
-//! against storage faults, not an adversary, and a second SHA-256 pass would halve throughput.
-//! The inactive slot is never the fallback (the running slot is), so its body may be scribbled
-//! on by a failed attempt without risk.
+//! Only the verified staging file is copied into the slot: the old superblock page is zeroed
+//! first, the body is copied and fsynced, the first [`HEADER_LEN`] bytes (where erofs,
+//! squashfs and ext4 keep their superblock) last; then the slot is read back. A power cut
+//! during the copy therefore leaves a slot that does not look like a file system, and nothing
+//! is armed. The staging file is removed whatever happens.
+//!
+//! SHA-256 runs on its own thread, overlapping the writes (P8). The read-back is checked with
+//! a CRC-32 of the bytes as they arrived: it guards against storage faults (in the staging
+//! file or the slot), not an adversary, and a second SHA-256 pass would halve throughput.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -21,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::UpdateError;
 
-/// Bytes withheld until the image is verified (one file system superblock page).
+/// Bytes written into the slot last (one file system superblock page).
 pub const HEADER_LEN: usize = 4096;
 /// Writes are batched to this size: the same as `dd bs=4M`, which the P8 bench compares with.
 pub const WRITE_CHUNK: usize = 4 << 20;
@@ -29,33 +35,37 @@ pub const WRITE_CHUNK: usize = 4 << 20;
 /// runs instead of everything waiting for one final fsync.
 const FLUSH_EVERY: u64 = 32 << 20;
 
-/// Synchronous writer of one image into one slot; see the module docs for the order of writes.
+/// Synchronous writer of one image into one slot through a staging file; see the module docs
+/// for the order of writes.
 #[derive(Debug)]
 pub struct SlotWriter {
     path: PathBuf,
+    staging_path: PathBuf,
     target: String,
-    file: File,
+    staging: File,
     expected_len: u64,
     hash_tx: std::sync::mpsc::SyncSender<Vec<u8>>,
     hasher: std::thread::JoinHandle<[u8; 32]>,
     flush_tx: std::sync::mpsc::SyncSender<()>,
     flusher: std::thread::JoinHandle<std::io::Result<()>>,
     crc: crc32fast::Hasher,
-    header: Vec<u8>,
     pos: u64,
 }
 
 impl SlotWriter {
-    /// Opens `slot` (a block device or, in tests, a pre-sized file) for an image of
-    /// `expected_len` bytes; refuses an image larger than the slot before writing anything.
-    pub fn open(slot: &Path, target: &str, expected_len: u64) -> Result<Self, UpdateError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(slot)
-            .map_err(|e| UpdateError::io(slot, e))?;
+    /// Prepares writing an image of `expected_len` bytes into `slot` (a block device or, in
+    /// tests, a pre-sized file) through the file `staging` (created, or truncated if a former
+    /// attempt left one). Refuses an image larger than the slot before writing anything.
+    pub fn open(
+        slot: &Path,
+        staging: &Path,
+        target: &str,
+        expected_len: u64,
+    ) -> Result<Self, UpdateError> {
+        // Read-only here: the slot is opened for writing only once the image verified.
+        let mut probe = File::open(slot).map_err(|e| UpdateError::io(slot, e))?;
         // Seeking to the end gives the size of block devices too (their metadata length is 0).
-        let capacity = file
+        let capacity = probe
             .seek(SeekFrom::End(0))
             .map_err(|e| UpdateError::io(slot, e))?;
         if expected_len > capacity {
@@ -66,6 +76,16 @@ impl SlotWriter {
                 what: "inactive slot size",
             });
         }
+        if let Some(dir) = staging.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| UpdateError::io(dir, e))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(staging)
+            .map_err(|e| UpdateError::io(staging, e))?;
         let (hash_tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let hasher = std::thread::Builder::new()
             .name("slot-sha256".into())
@@ -78,7 +98,7 @@ impl SlotWriter {
             })
             .map_err(|e| UpdateError::io(slot, e))?;
         let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let to_flush = file.try_clone().map_err(|e| UpdateError::io(slot, e))?;
+        let to_flush = file.try_clone().map_err(|e| UpdateError::io(staging, e))?;
         let flusher = std::thread::Builder::new()
             .name("slot-flush".into())
             .spawn(move || {
@@ -90,21 +110,21 @@ impl SlotWriter {
             .map_err(|e| UpdateError::io(slot, e))?;
         Ok(Self {
             path: slot.to_owned(),
+            staging_path: staging.to_owned(),
             target: target.to_owned(),
-            file,
+            staging: file,
             expected_len,
             hash_tx,
             hasher,
             flush_tx,
             flusher,
             crc: crc32fast::Hasher::new(),
-            header: Vec::with_capacity(HEADER_LEN),
             pos: 0,
         })
     }
 
-    /// Hashes and writes the next bytes of the image (the header part is only kept).
-    pub fn write(&mut self, mut data: &[u8]) -> Result<(), UpdateError> {
+    /// Hashes the next bytes of the image and appends them to the staging file.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), UpdateError> {
         let end = self.pos + data.len() as u64;
         if end > self.expected_len {
             return Err(UpdateError::Length {
@@ -116,30 +136,30 @@ impl SlotWriter {
         // The hash thread only stops early if it panicked; finish() reports that.
         let _ = self.hash_tx.send(data.to_vec());
         self.crc.update(data);
-        if self.header.len() < HEADER_LEN {
-            let take = (HEADER_LEN - self.header.len()).min(data.len());
-            self.header.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            self.pos += take as u64;
-        }
-        if !data.is_empty() {
-            self.file
-                .write_all_at(data, self.pos)
-                .map_err(|e| UpdateError::io(&self.path, e))?;
-            let before = self.pos;
-            self.pos += data.len() as u64;
-            if before / FLUSH_EVERY != self.pos / FLUSH_EVERY {
-                // Full means a flush is already pending, which covers these bytes too.
-                let _ = self.flush_tx.try_send(());
-            }
+        self.staging
+            .write_all_at(data, self.pos)
+            .map_err(|e| UpdateError::io(&self.staging_path, e))?;
+        let before = self.pos;
+        self.pos = end;
+        if before / FLUSH_EVERY != self.pos / FLUSH_EVERY {
+            // Full means a flush is already pending, which covers these bytes too.
+            let _ = self.flush_tx.try_send(());
         }
         Ok(())
     }
 
-    /// Checks length and hash, fsyncs the body, writes and fsyncs the header, then reads the
-    /// image back and checks the hash again. Any failure leaves the header unwritten (or zeroed
-    /// if the read-back fails).
+    /// Checks length and hash of the staged image; only then copies it into the slot (header
+    /// last) and reads the slot back. The staging file is removed in every case.
     pub fn finish(self, expected_sha256: &[u8; 32]) -> Result<(), UpdateError> {
+        let staging_path = self.staging_path.clone();
+        let result = self.verify_and_copy(expected_sha256);
+        if let Err(e) = std::fs::remove_file(&staging_path) {
+            tracing::warn!(path = %staging_path.display(), error = %e, "staging file not removed");
+        }
+        result
+    }
+
+    fn verify_and_copy(self, expected_sha256: &[u8; 32]) -> Result<(), UpdateError> {
         if self.pos != self.expected_len {
             return Err(UpdateError::Length {
                 target: self.target,
@@ -152,7 +172,7 @@ impl SlotWriter {
         let flushed = self.flusher.join().map_err(|_| {
             UpdateError::io(&self.path, std::io::Error::other("flush thread panicked"))
         })?;
-        flushed.map_err(|e| UpdateError::io(&self.path, e))?;
+        flushed.map_err(|e| UpdateError::io(&self.staging_path, e))?;
         let actual = self.hasher.join().map_err(|_| {
             UpdateError::io(&self.path, std::io::Error::other("SHA-256 thread panicked"))
         })?;
@@ -163,16 +183,25 @@ impl SlotWriter {
                 actual: hex(&actual),
             });
         }
+        let slot = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| UpdateError::io(&self.path, e))?;
+        copy_into_slot(
+            &self.staging,
+            &self.staging_path,
+            &slot,
+            &self.path,
+            self.expected_len,
+        )?;
         let io = |e| UpdateError::io(&self.path, e);
-        self.file.sync_data().map_err(io)?;
-        self.file.write_all_at(&self.header, 0).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
         let written = self.crc.finalize();
-        let read_back = crc_prefix(&self.file, self.expected_len).map_err(io)?;
+        let read_back = crc_prefix(&slot, self.expected_len).map_err(io)?;
         if read_back != written {
             // Best effort: the slot must not look valid; the error below is what matters.
-            let _ = self.file.write_all_at(&vec![0; self.header.len()], 0);
-            let _ = self.file.sync_data();
+            let _ = slot.write_all_at(&[0; HEADER_LEN], 0);
+            let _ = slot.sync_data();
             return Err(UpdateError::ReadBack {
                 path: self.path,
                 expected: format!("{written:08x}"),
@@ -183,11 +212,55 @@ impl SlotWriter {
     }
 }
 
-/// Streams `stream` into `slot` through a [`SlotWriter`], batching writes to [`WRITE_CHUNK`]
-/// and doing the blocking I/O off the async runtime.
+/// Copies the verified staging file into the slot: old header zeroed, body, fsync, header,
+/// fsync (see the module docs).
+fn copy_into_slot(
+    staging: &File,
+    staging_path: &Path,
+    slot: &File,
+    slot_path: &Path,
+    len: u64,
+) -> Result<(), UpdateError> {
+    let to_slot = |e| UpdateError::io(slot_path, e);
+    let from_staging = |e| UpdateError::io(staging_path, e);
+    let header_len = len.min(HEADER_LEN as u64);
+    slot.write_all_at(
+        &[0; HEADER_LEN][..usize::try_from(header_len).unwrap_or(HEADER_LEN)],
+        0,
+    )
+    .and_then(|()| slot.sync_data())
+    .map_err(to_slot)?;
+    let mut buf = vec![0; WRITE_CHUNK];
+    let mut pos = header_len;
+    let mut since_flush = 0u64;
+    while pos < len {
+        let n = usize::try_from((len - pos).min(WRITE_CHUNK as u64)).unwrap_or(WRITE_CHUNK);
+        staging
+            .read_exact_at(&mut buf[..n], pos)
+            .map_err(from_staging)?;
+        slot.write_all_at(&buf[..n], pos).map_err(to_slot)?;
+        pos += n as u64;
+        since_flush += n as u64;
+        if since_flush >= FLUSH_EVERY {
+            slot.sync_data().map_err(to_slot)?;
+            since_flush = 0;
+        }
+    }
+    slot.sync_data().map_err(to_slot)?;
+    let header = &mut buf[..usize::try_from(header_len).unwrap_or(HEADER_LEN)];
+    staging.read_exact_at(header, 0).map_err(from_staging)?;
+    slot.write_all_at(header, 0)
+        .and_then(|()| slot.sync_data())
+        .map_err(to_slot)
+}
+
+/// Streams `stream` into `slot` through a [`SlotWriter`] staging at `staging`, batching writes
+/// to [`WRITE_CHUNK`] and doing the blocking I/O off the async runtime.
+/// A failed download removes what it staged.
 pub async fn stream_into_slot<S, E>(
-    mut stream: S,
+    stream: S,
     slot: &Path,
+    staging: &Path,
     target: &str,
     expected_len: u64,
     expected_sha256: [u8; 32],
@@ -196,9 +269,38 @@ where
     S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::error::Error,
 {
-    let (slot_owned, target_owned) = (slot.to_owned(), target.to_owned());
-    let mut writer =
-        blocking(move || SlotWriter::open(&slot_owned, &target_owned, expected_len)).await?;
+    let result =
+        stage_and_write(stream, slot, staging, target, expected_len, expected_sha256).await;
+    if result.is_err() {
+        match std::fs::remove_file(staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %staging.display(), error = %e, "staging file not removed");
+            }
+        }
+    }
+    result
+}
+
+async fn stage_and_write<S, E>(
+    mut stream: S,
+    slot: &Path,
+    staging: &Path,
+    target: &str,
+    expected_len: u64,
+    expected_sha256: [u8; 32],
+) -> Result<(), UpdateError>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::error::Error,
+{
+    let (slot_owned, staging_owned, target_owned) =
+        (slot.to_owned(), staging.to_owned(), target.to_owned());
+    let mut writer = blocking(move || {
+        SlotWriter::open(&slot_owned, &staging_owned, &target_owned, expected_len)
+    })
+    .await?;
     let mut buf = Vec::with_capacity(WRITE_CHUNK);
     loop {
         let next = stream.next().await;

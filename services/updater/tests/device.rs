@@ -41,6 +41,7 @@ async fn update_is_streamed_into_the_inactive_slot_and_verified() {
         slot[LEN..].iter().all(|b| *b == 0xAA),
         "nothing written past the image"
     );
+    assert!(dev.staging_gone(), "the staging copy goes once installed");
 }
 
 #[tokio::test]
@@ -62,7 +63,7 @@ async fn newest_image_for_this_board_is_chosen_and_current_version_is_up_to_date
 }
 
 #[tokio::test]
-async fn target_whose_hash_differs_is_rejected_and_the_slot_never_looks_valid() {
+async fn target_whose_hash_differs_is_rejected_with_the_slot_byte_for_byte_untouched() {
     let vendor = Vendor::new().await;
     vendor.publish("1.1.0", LEN).await;
     // Same length, one byte changed on the server after signing.
@@ -82,9 +83,10 @@ async fn target_whose_hash_differs_is_rejected_and_the_slot_never_looks_valid() 
         "{msg}"
     );
     assert!(
-        dev.header_untouched(),
-        "the header is only written after verification"
+        dev.slot_untouched(),
+        "the image is verified in staging before any byte reaches the slot"
     );
+    assert!(dev.staging_gone(), "a refused image leaves no staging file");
 }
 
 #[tokio::test]
@@ -181,7 +183,7 @@ async fn bundle_signed_by_a_key_the_root_does_not_trust_is_rejected() {
 }
 
 #[tokio::test]
-async fn truncated_download_is_rejected_with_the_slot_header_unwritten() {
+async fn truncated_download_is_rejected_with_the_slot_untouched() {
     let vendor = Vendor::new().await;
     vendor.publish("1.1.0", LEN).await;
     let server = serve(vendor.repo()).await;
@@ -195,7 +197,8 @@ async fn truncated_download_is_rejected_with_the_slot_header_unwritten() {
         ),
         "{err}"
     );
-    assert!(dev.header_untouched());
+    assert!(dev.slot_untouched());
+    assert!(dev.staging_gone());
 }
 
 #[tokio::test]

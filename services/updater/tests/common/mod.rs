@@ -210,6 +210,7 @@ impl Device {
             current_version: current.parse::<Version>().unwrap(),
             trusted_root,
             datastore: dir.path().join("tuf"),
+            staging: dir.path().join("update/staging.img"),
             limits: MetadataLimits::default(),
             fetch_timeout: Duration::from_secs(10),
         };
@@ -224,9 +225,7 @@ impl Device {
         self.slot_bytes().iter().all(|b| *b == 0xAA)
     }
 
-    pub fn header_untouched(&self) -> bool {
-        self.slot_bytes()[..passerelle_updater::slot::HEADER_LEN]
-            .iter()
-            .all(|b| *b == 0xAA)
+    pub fn staging_gone(&self) -> bool {
+        !self.cfg.staging.exists()
     }
 }
