@@ -61,6 +61,20 @@ struct TokenAnswer {
     refresh_token: Option<String>,
 }
 
+/// A successful code exchange: the refresh token to store, and the ID token to check.
+pub(crate) struct CodeGranted {
+    pub(crate) refresh_token: Zeroizing<String>,
+    pub(crate) id_token: Option<Zeroizing<String>>,
+}
+
+#[derive(Deserialize)]
+struct CodeAnswer {
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct ErrorAnswer {
     error: String,
@@ -166,6 +180,60 @@ impl TokenEndpoint {
             }
             (_, Some(e)) => Err(Refusal::Temporary(format!("HTTP {status}: {}", why(e)))),
             (_, None) => Err(Refusal::Temporary(format!("HTTP {status}"))),
+        }
+    }
+
+    /// `grant_type=authorization_code` with the PKCE verifier (RFC 7636 §4.5) and
+    /// `client_secret_post`: the end of an interactive login.
+    pub(crate) async fn authorization_code(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        code: &str,
+        code_verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<CodeGranted, Refusal> {
+        let body = Zeroizing::new(
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "authorization_code")
+                .append_pair("code", code)
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("code_verifier", code_verifier)
+                .append_pair("client_id", client_id)
+                .append_pair("client_secret", client_secret)
+                .finish(),
+        );
+        let (status, answer) = tokio::time::timeout(self.timeout, self.post(body.as_bytes()))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)))
+            .map_err(Refusal::Temporary)?;
+        if status == 200 {
+            let t: CodeAnswer = serde_json::from_slice(&answer)
+                .map_err(|e| Refusal::Temporary(format!("unreadable token answer: {e}")))?;
+            let refresh_token = t
+                .refresh_token
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| Refusal::Grant("no refresh_token in the answer".into()))?;
+            return Ok(CodeGranted {
+                refresh_token: Zeroizing::new(refresh_token),
+                id_token: t.id_token.map(Zeroizing::new),
+            });
+        }
+        let error = serde_json::from_slice::<ErrorAnswer>(&answer).ok();
+        match error {
+            Some(e) => {
+                let mut why = e.error.chars().take(100).collect::<String>();
+                if let Some(d) = &e.error_description {
+                    why.push_str(": ");
+                    why.extend(d.chars().take(200));
+                }
+                match e.error.as_str() {
+                    "invalid_grant" | "invalid_request" => Err(Refusal::Grant(why)),
+                    "invalid_client" | "unauthorized_client" => Err(Refusal::Client(why)),
+                    _ => Err(Refusal::Temporary(format!("HTTP {status}: {why}"))),
+                }
+            }
+            None => Err(Refusal::Temporary(format!("HTTP {status}"))),
         }
     }
 

@@ -18,6 +18,9 @@ pub enum PscError {
     /// (EX_LPS_1000, Réf. #2 1.10, OA-07). Mail for the BAL stays queued.
     #[error("BAL {bal}: re-authentication with Pro Santé Connect required: {reason}")]
     ReauthRequired { bal: String, reason: String },
+    /// The interactive login did not give a usable session (code refused, nonce mismatch).
+    #[error("BAL {bal}: Pro Santé Connect login refused: {why}")]
+    LoginRefused { bal: String, why: String },
     /// PSC unreachable or answering 5xx/garbage: try again later.
     #[error("Pro Santé Connect token endpoint {url}: {why} (temporary)")]
     Unavailable { url: String, why: String },

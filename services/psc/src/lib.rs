@@ -23,6 +23,7 @@
 mod config;
 mod endpoint;
 mod error;
+mod login;
 mod store;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use zeroize::Zeroizing;
 
 pub use config::PscConfig;
 pub use error::PscError;
+pub use login::{AuthorizationRequest, pkce_challenge};
 
 use endpoint::{Refusal, TokenEndpoint};
 use store::{Entry, Reauth, StoreFile, StoreKey};
@@ -229,6 +231,76 @@ impl Psc {
         self.evict(bal);
         tracing::info!(bal, "PSC session stored");
         Ok(())
+    }
+
+    /// Starts an interactive login (authorization code + PKCE S256, state, nonce) for this
+    /// client: send the browser to the returned URL; keep the rest for
+    /// [`Self::complete_login`].
+    pub fn authorization_request(
+        &self,
+        authorize_url: &str,
+        redirect_uri: &str,
+        scope: &str,
+    ) -> Result<AuthorizationRequest, PscError> {
+        login::authorization_request(
+            authorize_url,
+            &self.inner.config.client_id,
+            redirect_uri,
+            scope,
+        )
+    }
+
+    /// Ends an interactive login for `bal`: exchanges `code` at the token endpoint with the
+    /// PKCE verifier, checks the ID token's nonce, and stores the refresh token (which clears
+    /// "re-auth required", OA-07). The caller has matched `state` already.
+    pub async fn complete_login(
+        &self,
+        bal: &str,
+        request: &AuthorizationRequest,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<(), PscError> {
+        check_bal(bal)?;
+        if code.is_empty() || code.len() > 4096 {
+            return Err(PscError::LoginRefused {
+                bal: bal.to_owned(),
+                why: "no usable authorization code".into(),
+            });
+        }
+        let granted = self
+            .inner
+            .endpoint
+            .authorization_code(
+                &self.inner.config.client_id,
+                &self.inner.client_secret,
+                code,
+                &request.code_verifier,
+                redirect_uri,
+            )
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Grant(why) | Refusal::Client(why) => PscError::LoginRefused {
+                    bal: bal.to_owned(),
+                    why,
+                },
+                Refusal::Temporary(why) => PscError::Unavailable {
+                    url: self.inner.endpoint.url.clone(),
+                    why,
+                },
+            })?;
+        if let Some(id_token) = &granted.id_token {
+            login::check_id_token(
+                id_token,
+                &self.inner.config.client_id,
+                &request.nonce,
+                unix_now(),
+            )
+            .map_err(|why| PscError::LoginRefused {
+                bal: bal.to_owned(),
+                why,
+            })?;
+        }
+        self.set_refresh_token(bal, &granted.refresh_token).await
     }
 
     /// An access token for `bal` valid for at least `refresh_margin`.

@@ -4,12 +4,17 @@
 //! - token endpoint: `refresh_token` grant with `client_secret_post`, RS256 JWT access
 //!   tokens (claims shaped like the EX_LPS_0900 example), optional refresh-token rotation,
 //!   `invalid_grant` for unknown/revoked refresh tokens, `invalid_client` for bad secrets;
+//! - authorize endpoint (`/auth`): a tiny consent page whose button approves, then a redirect
+//!   to the client's `redirect_uri` with `code` and `state`; the token endpoint exchanges the
+//!   code (`authorization_code` grant) only with the matching `redirect_uri` and PKCE S256
+//!   verifier, once, and answers a refresh token and an ID token carrying the `nonce`;
 //! - JWKS (`/certs`) with the RS256 public key;
 //! - userinfo returning `SubjectNameID` for a valid bearer, 401 otherwise;
 //! - token introspection (RFC 7662, form POST) for Dovecot's `oauth2` passdb: `active`,
 //!   `username` = the BAL the practitioner's session was opened for, `SubjectNameID`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -81,8 +86,22 @@ struct Access {
     exp: u64,
 }
 
+/// A code the authorize endpoint issued, waiting for its exchange.
+#[derive(Debug, Clone)]
+struct PendingCode {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    nonce: String,
+    session: Session,
+    expires: u64,
+}
+
 #[derive(Debug)]
 struct State {
+    codes: HashMap<String, PendingCode>,
+    /// Who the next interactive login is (BAL, practitioner IdNat).
+    next_login: Session,
     client_id: String,
     client_secret: String,
     refresh: HashMap<String, Session>,
@@ -96,6 +115,7 @@ struct State {
 #[derive(Debug, Default)]
 struct Counters {
     token_requests: AtomicUsize,
+    code_exchanges: AtomicUsize,
     introspections: AtomicUsize,
     userinfo: AtomicUsize,
 }
@@ -167,6 +187,11 @@ impl FakePsc {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
+                codes: HashMap::new(),
+                next_login: Session {
+                    bal: String::new(),
+                    subject: "899700218896".to_owned(),
+                },
                 client_id: CLIENT_ID.to_owned(),
                 client_secret: CLIENT_SECRET.to_owned(),
                 refresh: HashMap::new(),
@@ -199,6 +224,9 @@ impl FakePsc {
     pub fn token_url(&self) -> String {
         format!("{}{REALM}/protocol/openid-connect/token", self.shared.base)
     }
+    pub fn authorize_url(&self) -> String {
+        format!("{}{REALM}/protocol/openid-connect/auth", self.shared.base)
+    }
     pub fn introspection_url(&self) -> String {
         format!(
             "{}{REALM}/protocol/openid-connect/token/introspect",
@@ -227,6 +255,20 @@ impl FakePsc {
             },
         );
         rt
+    }
+
+    /// Who the next interactive login (authorize endpoint) is: the BAL the session is for
+    /// (introspection's `username`) and the practitioner's IdNat.
+    pub fn set_next_login(&self, bal: &str, subject: &str) {
+        self.state().next_login = Session {
+            bal: bal.to_owned(),
+            subject: subject.to_owned(),
+        };
+    }
+
+    /// Codes exchanged successfully at the token endpoint.
+    pub fn code_exchanges(&self) -> usize {
+        self.shared.counters.code_exchanges.load(Ordering::SeqCst)
     }
 
     /// Ends every PSC session of `bal` (SSO session over): its refresh tokens are refused.
@@ -394,6 +436,9 @@ fn grant(
             "Invalid client credentials",
         );
     }
+    if form.get("grant_type").map(String::as_str) == Some("authorization_code") {
+        return code_grant(shared, state, form);
+    }
     if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -424,9 +469,177 @@ fn grant(
     reply(StatusCode::OK, &answer)
 }
 
+/// The `authorization_code` grant: the code once, with its redirect URI and PKCE verifier.
+fn code_grant(
+    shared: &Shared,
+    state: &mut State,
+    form: &HashMap<String, String>,
+) -> Response<Full<Bytes>> {
+    let code = form.get("code").cloned().unwrap_or_default();
+    let Some(pending) = state.codes.remove(&code) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Code not valid");
+    };
+    if pending.expires <= now()
+        || form.get("client_id") != Some(&pending.client_id)
+        || form.get("redirect_uri") != Some(&pending.redirect_uri)
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Incorrect redirect_uri or expired code",
+        );
+    }
+    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    let computed = B64URL.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ));
+    if verifier.len() < 43 || computed != pending.challenge {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "PKCE verification failed: Code verifier not specified or invalid",
+        );
+    }
+    shared
+        .counters
+        .code_exchanges
+        .fetch_add(1, Ordering::SeqCst);
+    let lifetime = state.access_lifetime;
+    let access = mint(shared, state, &pending.session, lifetime);
+    let rt = random_token("rt-");
+    state.refresh.insert(rt.clone(), pending.session.clone());
+    let iat = now();
+    let id_claims = json!({
+        "iss": format!("{}{REALM}", shared.base),
+        "sub": format!("f:fake:{}", pending.session.subject),
+        "aud": pending.client_id, "nonce": pending.nonce,
+        "iat": iat, "exp": iat + 300, "auth_time": iat, "acr": "eidas2",
+        "SubjectNameID": pending.session.subject,
+    });
+    let id_token = sign_jwt(shared, &id_claims);
+    reply(
+        StatusCode::OK,
+        &json!({
+            "access_token": access, "token_type": "Bearer",
+            "expires_in": lifetime.as_secs(), "refresh_token": rt,
+            "id_token": id_token, "scope": "openid scope_all",
+        }),
+    )
+}
+
+fn sign_jwt(shared: &Shared, claims: &serde_json::Value) -> String {
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": CERT_NAME});
+    let signing_input = format!(
+        "{}.{}",
+        B64URL.encode(header.to_string()),
+        B64URL.encode(claims.to_string())
+    );
+    let mut sig = vec![0u8; shared.key.public().modulus_len()];
+    // A fake's own key and buffer sized from it: signing cannot fail here.
+    let _ = shared.key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        signing_input.as_bytes(),
+        &mut sig,
+    );
+    format!("{signing_input}.{}", B64URL.encode(sig))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `GET /auth`: checks the request and shows a consent page whose button posts it back.
+fn authorize_page(state: &State, query: &HashMap<String, String>) -> Response<Full<Bytes>> {
+    let get = |k: &str| query.get(k).cloned().unwrap_or_default();
+    if get("response_type") != "code"
+        || get("client_id") != state.client_id
+        || !get("redirect_uri").starts_with("https://")
+        || get("code_challenge_method") != "S256"
+        || get("code_challenge").len() != 43
+        || get("state").is_empty()
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "response_type=code, client_id, https redirect_uri, state and PKCE S256 required",
+        );
+    }
+    let mut hidden = String::new();
+    for k in [
+        "client_id",
+        "redirect_uri",
+        "state",
+        "nonce",
+        "code_challenge",
+    ] {
+        let _ = write!(
+            hidden,
+            "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+            html_escape(&get(k))
+        );
+    }
+    let page = format!(
+        "<!DOCTYPE html><html lang=\"fr\"><head><meta charset=\"utf-8\"><title>Pro Santé Connect (test)</title></head>\
+         <body><h1>Pro Santé Connect (faux, pour les tests)</h1><p>Connexion de {} pour le client {}.</p>\
+         <form method=\"post\" action=\"{REALM}/protocol/openid-connect/auth\">{hidden}\
+         <button type=\"submit\" id=\"psc-approve\">Autoriser</button></form></body></html>",
+        html_escape(&state.next_login.subject),
+        html_escape(&state.client_id),
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(page)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
+/// `POST /auth`: the practitioner approved; redirect to the client with a fresh code.
+fn authorize_approve(state: &mut State, form: &HashMap<String, String>) -> Response<Full<Bytes>> {
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let redirect_uri = get("redirect_uri");
+    if get("client_id") != state.client_id || !redirect_uri.starts_with("https://") {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "bad client");
+    }
+    let code = random_token("code-");
+    state.codes.insert(
+        code.clone(),
+        PendingCode {
+            client_id: get("client_id"),
+            redirect_uri: redirect_uri.clone(),
+            challenge: get("code_challenge"),
+            nonce: get("nonce"),
+            session: state.next_login.clone(),
+            expires: now() + 60,
+        },
+    );
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("code", &code)
+        .append_pair("state", &get("state"))
+        .finish();
+    let sep = if redirect_uri.contains('?') { '&' } else { '?' };
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(location) =
+        hyper::header::HeaderValue::from_str(&format!("{redirect_uri}{sep}{query}"))
+    {
+        resp.headers_mut().insert(hyper::header::LOCATION, location);
+    }
+    resp
+}
+
 async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let bearer = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -452,6 +665,8 @@ async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
     };
     match (method, endpoint) {
         (Method::POST, "/protocol/openid-connect/token") => grant(shared, &mut state, &form),
+        (Method::GET, "/protocol/openid-connect/auth") => authorize_page(&state, &query),
+        (Method::POST, "/protocol/openid-connect/auth") => authorize_approve(&mut state, &form),
         (Method::POST, "/protocol/openid-connect/token/introspect") => {
             shared
                 .counters
@@ -504,6 +719,8 @@ async fn answer(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
             StatusCode::OK,
             &json!({
                 "issuer": format!("{}{REALM}", shared.base),
+                "authorization_endpoint": format!("{}{REALM}/protocol/openid-connect/auth", shared.base),
+                "code_challenge_methods_supported": ["S256"],
                 "token_endpoint": format!("{}{REALM}/protocol/openid-connect/token", shared.base),
                 "userinfo_endpoint": format!("{}{REALM}/protocol/openid-connect/userinfo", shared.base),
                 "introspection_endpoint": format!("{}{REALM}/protocol/openid-connect/token/introspect", shared.base),
