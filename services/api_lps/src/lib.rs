@@ -20,6 +20,7 @@
 //! Delivery is at-least-once: a crash between the operator's `250` and the outbox ack sends
 //! the message again after the lease expires (the only source of duplicates).
 
+mod admin;
 pub mod autoconfig;
 pub mod config;
 pub mod delivery;
@@ -33,6 +34,7 @@ pub mod upstream;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use passerelle_keystore::{KeyRef, Keystore, TokenCertResolver};
@@ -43,6 +45,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use admin::{
+    BalOverlay, ConnectionReport, MailHandle, OverlayBal, valid_bal_address, valid_bal_name,
+};
 pub use config::{
     BalConfig, BalKind, DeliveryConfig, DnsConfig, Endpoint, Limits, LocalAccount,
     PracticeMailConfig,
@@ -190,6 +195,19 @@ impl PracticeMail {
         self.bals.get(name)
     }
 
+    /// A handle for the web admin on this service's BALs (`config` as it runs).
+    pub fn handle(&self, config: &PracticeMailConfig, overlay: Option<PathBuf>) -> MailHandle {
+        let handle = MailHandle::default();
+        self.fill(&handle, config, overlay);
+        handle
+    }
+
+    fn fill(&self, handle: &MailHandle, config: &PracticeMailConfig, overlay: Option<PathBuf>) {
+        let mut bals: Vec<_> = self.bals.values().cloned().collect();
+        bals.sort_by(|a, b| a.upstream.bal().name.cmp(&b.upstream.bal().name));
+        handle.set(config.clone(), overlay, bals);
+    }
+
     /// Stops accepting, lets sessions finish their current message, and waits.
     pub async fn shutdown(mut self) {
         self.stop.send_replace(true);
@@ -226,6 +244,39 @@ pub async fn serve(
     tokens: Arc<dyn AccessTokens>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ApiLpsError> {
+    serve_with_handle(
+        config,
+        queue,
+        keystore,
+        trust,
+        tokens,
+        None,
+        &MailHandle::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] for a daemon with a web admin: the applicative BALs of the `overlay` file (added
+/// from the web admin) are merged into `config` first, and `handle` is filled once the
+/// service runs.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "serve's arguments plus the two admin ones"
+)]
+pub async fn serve_with_handle(
+    mut config: PracticeMailConfig,
+    queue: Arc<Queue<SqliteStore>>,
+    keystore: &Keystore,
+    trust: Arc<TrustStore>,
+    tokens: Arc<dyn AccessTokens>,
+    overlay: Option<PathBuf>,
+    handle: &MailHandle,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ApiLpsError> {
+    if let Some(path) = &overlay {
+        BalOverlay::load(path)?.apply(&mut config)?;
+    }
     let device = keystore
         .certified_key(&KeyRef::from(config.device_key_label.as_str()))
         .await?;
@@ -272,6 +323,7 @@ pub async fn serve(
         https,
     };
     let running = PracticeMail::start(&config, queue, tls, tokens, autoconfig).await?;
+    running.fill(handle, &config, overlay);
     shutdown.await;
     running.shutdown().await;
     Ok(())

@@ -180,7 +180,15 @@ impl Upstream {
         Err(ConnectError::Reauth(reason))
     }
 
-    async fn open(&self) -> Result<SmtpClient, ConnectError> {
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    pub(crate) fn tokens(&self) -> &dyn AccessTokens {
+        self.tokens.as_ref()
+    }
+
+    pub(crate) async fn open(&self) -> Result<SmtpClient, ConnectError> {
         let (endpoint, addr) = self.endpoint().await?;
         let server_name = ServerName::try_from(endpoint.host.clone())
             .map_err(|e| ConnectError::Unreachable(format!("bad host {}: {e}", endpoint.host)))?;
