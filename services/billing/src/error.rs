@@ -16,6 +16,14 @@ pub enum BillingError {
         to: &'static str,
     },
 
+    /// The operator asked to send a lot again in a state where that makes no sense.
+    #[error("lot {lot} is {state}: not resent, {why}")]
+    ResendRefused {
+        lot: String,
+        state: &'static str,
+        why: &'static str,
+    },
+
     #[error("lot {lot}: unknown")]
     UnknownLot { lot: String },
 

@@ -179,8 +179,9 @@ impl Intake {
         })
     }
 
-    /// Queue lot `id` for (re)sending; `round` distinguishes a resend (4005, 4025) from the
-    /// first send, since the queue keeps keys of done items.
+    /// Queue lot `id` for (re)sending; `round` ([`crate::Lot::round`]) distinguishes a resend
+    /// (4005, 4025, operator) from the first send, since the queue keeps keys of done and
+    /// dead items.
     pub async fn enqueue(&self, id: &LotId, round: u32) -> Result<(), BillingError> {
         self.queue
             .enqueue(NewItem::new(
@@ -197,7 +198,7 @@ impl Intake {
     pub async fn requeue_received(&self) -> Result<usize, BillingError> {
         let lots = self.store.list(Some(LotState::Received)).await?;
         for lot in &lots {
-            self.enqueue(&lot.id, lot.sends).await?;
+            self.enqueue(&lot.id, lot.round).await?;
         }
         Ok(lots.len())
     }

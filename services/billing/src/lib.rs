@@ -14,6 +14,32 @@
 //! - [`sender`]: the queue worker that encrypts at send time and mails the lot over the
 //!   caisse route (STARTTLS required).
 //!
+//! - [`status`]: [`BillingStatus`], the handle the web admin reads (see below).
+//!
+//! # The status handle (for the web admin)
+//!
+//! ```text
+//! let status = BillingStatus::open(&sesam, &billing, queue).await?;   // daemon, once
+//! serve_with(&sesam, &billing, trust, status.clone(), shutdown)       // fills CRL/poll state
+//! // web admin, any number of clones:
+//! status.lots(None | Some(LotState::Rejected)).await? -> Vec<Lot>     // oldest first
+//! status.lot(&LotId::parse(s)?).await? -> Option<LotDetail { lot, history }>
+//! status.counts().await? -> Vec<(LotState, u64)>                      // LotState::ALL order
+//! status.overdue().await? -> Vec<Lot>
+//! status.arl_deadline() -> Duration
+//! status.crl() -> Vec<CrlStatus>     // per CRL source: ca, next_update, last_attempt,
+//!                                    // last_outcome, next_download, alert, missing ([CE2])
+//! status.crl_alert() -> bool
+//! status.last_poll() -> Option<PollReport { at, route: "pop3"|"imap", outcome }>
+//! status.resend(&id).await? -> Resent { lot, from, round }   // rejected|overdue only;
+//!                                    // BillingError::ResendRefused { state, why } otherwise
+//! ```
+//!
+//! A [`Lot`] carries its state, reason, sends, Message-ID, resend round and the last
+//! [`ArlReceipt`] (when, positive or not, the raw return kept). Every read is a short SQLite
+//! query on the lot store (WAL): the web admin, the CLI and the daemon may read and write it
+//! at once.
+//!
 //! `passerelle-sesam` stays the format crate (certificates, CMS, MIME); this crate is the
 //! service around it (SQLite, queue, sockets), so the format crate knows nothing of the daemon.
 
@@ -27,17 +53,21 @@ pub mod relay;
 pub mod returns;
 pub mod sender;
 mod serve;
+pub mod status;
 
 pub use config::{BillingConfig, ReturnsConfig, RouteConfig};
 pub use error::BillingError;
 pub use intake::{Intake, LotMeta, RecipientKind, api_router, scan_spool};
 pub use lot_file::{LotId, check_lot};
-pub use lots::{Lot, LotState, LotStore, Transition};
+pub use lots::{ArlReceipt, Lot, LotState, LotStore, Transition};
 pub use pop3::{Pop3Client, Pop3Error};
 pub use relay::LotRelay;
 pub use returns::{Classified, Handled, Pop3Route, ReturnKind, Returns, classify};
 pub use sender::{Route, Sender};
-pub use serve::serve;
+pub use serve::{serve, serve_with};
+pub use status::{
+    BillingStatus, CrlOutcome, CrlStatus, LotDetail, PollOutcome, PollReport, RESENDABLE, Resent,
+};
 
 /// The queue kind of lots waiting to be encrypted and sent; the idempotency key is the lot id.
 pub const QUEUE_KIND: &str = "sesam-lot";

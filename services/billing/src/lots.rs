@@ -109,6 +109,20 @@ pub struct Lot {
     pub sends: u32,
     /// Message-ID of the last mail sent (service messages and ARLs refer to it).
     pub message_id: Option<String>,
+    /// Times the lot was put back to be sent again (4005, 4025, operator resend); the queue
+    /// item of each round has its own key.
+    pub round: u32,
+    /// The last ARL matched to the lot, if any.
+    pub arl: Option<ArlReceipt>,
+}
+
+/// An ARL matched to a lot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArlReceipt {
+    pub at: SystemTime,
+    pub positive: bool,
+    /// The raw return as kept under `returns/raw/` (file name).
+    pub return_file: String,
 }
 
 /// One recorded step of a lot.
@@ -140,7 +154,11 @@ const SCHEMA: &[&str] = &[
         received_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
         sends INTEGER NOT NULL DEFAULT 0,
-        message_id TEXT
+        message_id TEXT,
+        round INTEGER NOT NULL DEFAULT 0,
+        arl_at INTEGER,
+        arl_positive INTEGER,
+        arl_return TEXT
     )",
     "CREATE INDEX IF NOT EXISTS lots_state ON lots(state)",
     "CREATE INDEX IF NOT EXISTS lots_message_id ON lots(message_id)",
@@ -153,6 +171,20 @@ const SCHEMA: &[&str] = &[
         reason TEXT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS lot_history_lot ON lot_history(lot_id)",
+];
+
+/// The columns of a lot row, named: `SELECT *` would keep a connection's cached column list
+/// across a schema change.
+const LOT_COLUMNS: &str = "id, flow, env, recipient, subject, file_name, state, reason, \
+    received_at, updated_at, sends, message_id, round, arl_at, arl_positive, arl_return";
+
+/// Columns added after the first schema: (name, definition). Added when missing, so a store
+/// written by an older build opens (and the CLI and the daemon may both open it).
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("round", "INTEGER NOT NULL DEFAULT 0"),
+    ("arl_at", "INTEGER"),
+    ("arl_positive", "INTEGER"),
+    ("arl_return", "TEXT"),
 ];
 
 /// Longest reason stored (reasons quote peers; they are bounded like every outside input).
@@ -198,6 +230,23 @@ impl LotStore {
             .await?;
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
+        }
+        let have: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('lots')")
+            .fetch_all(&pool)
+            .await?;
+        for (name, definition) in ADDED_COLUMNS {
+            if have.iter().any(|h| h == name) {
+                continue;
+            }
+            let added = sqlx::query(&format!("ALTER TABLE lots ADD COLUMN {name} {definition}"))
+                .execute(&pool)
+                .await;
+            match added {
+                Ok(_) => {}
+                // Another process (the CLI, the daemon) added it meanwhile.
+                Err(sqlx::Error::Database(e)) if e.message().contains("duplicate column") => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(Self { pool, content_dir })
     }
@@ -405,8 +454,99 @@ impl LotStore {
         Ok(())
     }
 
+    /// Put `id` back to `received` for another round of sending, if it is in one of `from`;
+    /// returns the new round (the queue key of the resend). One conditional `UPDATE`, so the
+    /// daemon and the CLI can race on it: exactly one wins, the other sees the new state.
+    pub async fn reopen(
+        &self,
+        id: &LotId,
+        from: &[LotState],
+        reason: &str,
+    ) -> Result<Result<u32, LotState>, BillingError> {
+        let reason = bounded(reason);
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let placeholders = vec!["?"; from.len()].join(", ");
+        let sql = format!(
+            "UPDATE lots SET state = 'received', reason = ?, updated_at = ?, round = round + 1
+             WHERE id = ? AND state IN ({placeholders}) RETURNING round"
+        );
+        let mut q = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(&reason)
+            .bind(now)
+            .bind(id.as_str());
+        for f in from {
+            q = q.bind(f.as_str());
+        }
+        let Some(round) = q.fetch_optional(&mut *tx).await? else {
+            drop(tx);
+            let lot = self
+                .get(id)
+                .await?
+                .ok_or_else(|| BillingError::UnknownLot {
+                    lot: id.to_string(),
+                })?;
+            return Ok(Err(lot.state));
+        };
+        // The state it left: the last recorded one (the UPDATE above already replaced it).
+        let prev: Option<String> = sqlx::query_scalar(
+            "SELECT to_state FROM lot_history WHERE lot_id = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO lot_history (lot_id, at, from_state, to_state, reason)
+             VALUES (?, ?, ?, 'received', ?)",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .bind(prev)
+        .bind(&reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(lot = %id, round, "lot put back to be sent again");
+        Ok(Ok(u32::try_from(round).unwrap_or(u32::MAX)))
+    }
+
+    /// Remember the ARL matched to `id` (kept raw as `return_file`).
+    pub async fn record_arl(
+        &self,
+        id: &LotId,
+        positive: bool,
+        return_file: &str,
+    ) -> Result<(), BillingError> {
+        sqlx::query("UPDATE lots SET arl_at = ?, arl_positive = ?, arl_return = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(positive)
+            .bind(bounded(return_file))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// How many lots are in each state (every state listed, zeros included).
+    pub async fn counts(&self) -> Result<Vec<(LotState, u64)>, BillingError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM lots GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(LotState::ALL
+            .into_iter()
+            .map(|st| {
+                let n = rows
+                    .iter()
+                    .find(|(s, _)| s == st.as_str())
+                    .map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0));
+                (st, n)
+            })
+            .collect())
+    }
+
     pub async fn get(&self, id: &LotId) -> Result<Option<Lot>, BillingError> {
-        let row = sqlx::query("SELECT * FROM lots WHERE id = ?")
+        let row = sqlx::query(&format!("SELECT {LOT_COLUMNS} FROM lots WHERE id = ?"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -415,10 +555,12 @@ impl LotStore {
 
     /// The lot last sent with this Message-ID.
     pub async fn by_message_id(&self, message_id: &str) -> Result<Option<Lot>, BillingError> {
-        let row = sqlx::query("SELECT * FROM lots WHERE message_id = ?")
-            .bind(message_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {LOT_COLUMNS} FROM lots WHERE message_id = ?"
+        ))
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| lot_from_row(&r)).transpose()
     }
 
@@ -426,15 +568,19 @@ impl LotStore {
     pub async fn list(&self, state: Option<LotState>) -> Result<Vec<Lot>, BillingError> {
         let rows = match state {
             Some(s) => {
-                sqlx::query("SELECT * FROM lots WHERE state = ? ORDER BY received_at, id")
-                    .bind(s.as_str())
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(&format!(
+                    "SELECT {LOT_COLUMNS} FROM lots WHERE state = ? ORDER BY received_at, id"
+                ))
+                .bind(s.as_str())
+                .fetch_all(&self.pool)
+                .await?
             }
             None => {
-                sqlx::query("SELECT * FROM lots ORDER BY received_at, id")
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(&format!(
+                    "SELECT {LOT_COLUMNS} FROM lots ORDER BY received_at, id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
             }
         };
         rows.iter().map(lot_from_row).collect()
@@ -522,6 +668,18 @@ fn lot_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Lot, BillingError> {
         updated_at: from_ms(r.get("updated_at")),
         sends: u32::try_from(r.get::<i64, _>("sends")).unwrap_or(0),
         message_id: r.get("message_id"),
+        round: u32::try_from(r.get::<i64, _>("round")).unwrap_or(0),
+        arl: match (
+            r.get::<Option<i64>, _>("arl_at"),
+            r.get::<Option<bool>, _>("arl_positive"),
+        ) {
+            (Some(at), Some(positive)) => Some(ArlReceipt {
+                at: from_ms(at),
+                positive,
+                return_file: r.get::<Option<String>, _>("arl_return").unwrap_or_default(),
+            }),
+            _ => None,
+        },
     })
 }
 

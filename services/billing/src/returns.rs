@@ -316,10 +316,10 @@ impl Returns {
             .take(100)
             .collect();
         let name = format!("{}-{name}.eml", crate::lot_file::LotId::of(raw));
-        let (dir, raw_owned) = (self.raw_dir.clone(), raw.to_vec());
+        let (dir, raw_owned, kept) = (self.raw_dir.clone(), raw.to_vec(), name.clone());
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(BillingError::io(&dir))?;
-            crate::lots::write_durably(&dir, &name, &raw_owned)
+            crate::lots::write_durably(&dir, &kept, &raw_owned)
         })
         .await
         .map_err(|e| BillingError::Returns(format!("keeping the return: {e}")))??;
@@ -337,11 +337,13 @@ impl Returns {
                 tracing::warn!(kind = ?c.kind, "return matches no open lot; kept raw, no action");
             }
             (ReturnKind::Arl { positive: true }, Some(l)) => {
+                store.record_arl(&l.id, true, &name).await?;
                 changed = self
                     .move_to(l, LotState::Acknowledged, "positive ARL")
                     .await?;
             }
             (ReturnKind::Arl { positive: false }, Some(l)) => {
+                store.record_arl(&l.id, false, &name).await?;
                 changed = self
                     .move_to(
                         l,
@@ -356,16 +358,7 @@ impl Returns {
                 },
                 Some(l),
             ) => {
-                self.refresh_certificate(l).await;
-                let why = if *code == 4005 {
-                    "service message 4005 (encrypted attachment in error): resending the same content re-encrypted"
-                } else {
-                    "service message 4025 (attachment not encrypted): resending the same content encrypted"
-                };
-                changed = self.move_to(l, LotState::Received, why).await?;
-                if changed {
-                    self.intake.enqueue(&l.id, l.sends).await?;
-                }
+                changed = self.resend_for_service(l, *code).await?;
             }
             (ReturnKind::Service { code: 4015 }, Some(l)) => {
                 self.refresh_certificate(l).await;
@@ -404,6 +397,28 @@ impl Returns {
             lot: lot.map(|l| l.id),
             changed,
         })
+    }
+
+    /// 4005 and 4025: a fresh certificate, then the same content back to `received` and
+    /// queued again (a new round).
+    async fn resend_for_service(&self, lot: &Lot, code: u16) -> Result<bool, BillingError> {
+        self.refresh_certificate(lot).await;
+        let why = if code == 4005 {
+            "service message 4005 (encrypted attachment in error): resending the same content re-encrypted"
+        } else {
+            "service message 4025 (attachment not encrypted): resending the same content encrypted"
+        };
+        let from = [LotState::Sent, LotState::Overdue, LotState::Rejected];
+        match self.intake.store.reopen(&lot.id, &from, why).await? {
+            Ok(round) => {
+                self.intake.enqueue(&lot.id, round).await?;
+                Ok(true)
+            }
+            Err(state) => {
+                tracing::warn!(lot = %lot.id, state = %state, "service message for a lot in a state it does not apply to; no action");
+                Ok(false)
+            }
+        }
     }
 
     /// A transition driven by a return: refused transitions (a closed lot) are logged, not

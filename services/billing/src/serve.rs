@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BillingConfig;
 use crate::error::BillingError;
 use crate::intake::{Intake, api_router, scan_spool};
-use crate::lots::LotStore;
 use crate::returns::{Pop3Route, Returns};
 use crate::sender::{Route, Sender};
+use crate::status::{BillingStatus, PollReport};
 
 /// How often sent lots are checked against the ARL deadline.
 const OVERDUE_CHECK: Duration = Duration::from_secs(60);
@@ -62,14 +62,9 @@ fn server_name(name: &str) -> Result<ServerName<'static>, BillingError> {
 async fn build(
     sesam: &SesamConfig,
     config: &BillingConfig,
-    queue: Queue<SqliteStore>,
+    intake: Intake,
     trust: Arc<TrustStore>,
 ) -> Result<(Intake, Sender, Returns, Pop3Route), BillingError> {
-    let intake = Intake {
-        store: LotStore::open(&config.state_dir.join("lots")).await?,
-        queue,
-        max_lot_bytes: sesam.max_lot_bytes,
-    };
     let requeued = intake.requeue_received().await?;
     tracing::info!(requeued, "billing service starting");
     let certs = Arc::new(Mutex::new(
@@ -129,7 +124,21 @@ pub async fn serve(
     trust: Arc<TrustStore>,
     shutdown: CancellationToken,
 ) -> Result<(), BillingError> {
-    let (intake, sender, returns, pop3) = build(sesam, config, queue, trust).await?;
+    let status = BillingStatus::open(sesam, config, queue).await?;
+    serve_with(sesam, config, trust, status, shutdown).await
+}
+
+/// [`serve`] with a [`BillingStatus`] the caller keeps (the web admin reads it): the loops
+/// record the CRL and mailbox state in it.
+pub async fn serve_with(
+    sesam: &SesamConfig,
+    config: &BillingConfig,
+    trust: Arc<TrustStore>,
+    status: BillingStatus,
+    shutdown: CancellationToken,
+) -> Result<(), BillingError> {
+    let (intake, sender, returns, pop3) =
+        build(sesam, config, status.intake().clone(), trust).await?;
     let rc = &config.returns;
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = config.api_listen {
@@ -171,6 +180,11 @@ pub async fn serve(
         let (stop, period) = (shutdown.clone(), config.route.send_interval);
         tasks.spawn(async move {
             while every(period, stop.clone()).await {
+                // Lots put back by another process (`passerelle sesam resend`) are queued
+                // here; the key of each round makes this idempotent.
+                if let Err(e) = sender.intake.requeue_received().await {
+                    tracing::warn!(error = %e, "requeueing lots to resend");
+                }
                 if let Err(e) = sender.run_once().await {
                     tracing::warn!(error = %e, "lot sending");
                 }
@@ -179,12 +193,14 @@ pub async fn serve(
         });
     }
     {
-        let (stop, period) = (shutdown.clone(), rc.poll_interval);
+        let (stop, period, status) = (shutdown.clone(), rc.poll_interval, status.clone());
         tasks.spawn(async move {
             while every(period, stop.clone()).await {
-                if let Err(e) = returns.poll_pop3(&pop3).await {
+                let result = returns.poll_pop3(&pop3).await;
+                if let Err(e) = &result {
                     tracing::warn!(error = %e, "billing mailbox poll");
                 }
+                status.set_last_poll(PollReport::of("pop3", &result));
             }
             Ok(())
         });
