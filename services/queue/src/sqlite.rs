@@ -1,5 +1,11 @@
 //! The SQLite [`Store`]: WAL, `synchronous=FULL`, one connection (SQLite has one writer
 //! anyway, and one connection keeps every statement's commit ordering obvious).
+//!
+//! Inserts go through a **group commit**: one task takes every insert waiting at that moment
+//! (up to [`GROUP_COMMIT_MAX`]) and runs them in one transaction, so fifty clients submitting
+//! at once pay for one synced WAL commit, not fifty queued ones. Each caller is answered only
+//! after that commit. If the batch fails, each of its inserts is retried alone, so one bad row
+//! cannot fail its neighbours.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +15,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{InsertOutcome, LeasedRow, NewRow, PayloadRef, Store, UndecodableRow};
 use crate::{
@@ -18,10 +25,149 @@ use crate::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Most inserts committed together by the group commit.
+pub const GROUP_COMMIT_MAX: usize = 256;
+
 /// Durable row storage in one SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    inserts: mpsc::Sender<InsertRequest>,
+}
+
+/// A [`NewRow`] owned, to cross to the group-commit task.
+#[derive(Debug)]
+struct OwnedRow {
+    kind: String,
+    idempotency_key: String,
+    inline: Option<Vec<u8>>,
+    file: Option<String>,
+    payload_len: i64,
+    payload_sha256: [u8; 32],
+    created_at_ms: i64,
+    next_attempt_at_ms: i64,
+}
+
+impl From<NewRow<'_>> for OwnedRow {
+    fn from(row: NewRow<'_>) -> Self {
+        let (inline, file) = match row.payload {
+            PayloadRef::Inline(bytes) => (Some(bytes.to_vec()), None),
+            PayloadRef::File(name) => (None, Some(name.to_owned())),
+        };
+        Self {
+            kind: row.kind.to_owned(),
+            idempotency_key: row.idempotency_key.to_owned(),
+            inline,
+            file,
+            payload_len: row.payload_len,
+            payload_sha256: *row.payload_sha256,
+            created_at_ms: row.created_at_ms,
+            next_attempt_at_ms: row.next_attempt_at_ms,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct InsertRequest {
+    row: OwnedRow,
+    reply: oneshot::Sender<Result<InsertOutcome, QueueError>>,
+}
+
+/// The group-commit loop; ends when every [`SqliteStore`] clone is dropped.
+async fn group_commit(pool: SqlitePool, mut requests: mpsc::Receiver<InsertRequest>) {
+    let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+    while requests.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+        if batch.len() > 1 {
+            match insert_batch(&pool, &batch).await {
+                Ok(outcomes) => {
+                    for (request, outcome) in batch.drain(..).zip(outcomes) {
+                        // A caller that gave up still has its item stored: at-least-once.
+                        let _ = request.reply.send(Ok(outcome));
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, items = batch.len(), "group commit failed; inserting one by one");
+                }
+            }
+        }
+        for request in batch.drain(..) {
+            let outcome = insert_alone(&pool, &request.row).await;
+            let _ = request.reply.send(outcome);
+        }
+    }
+}
+
+async fn insert_batch(
+    pool: &SqlitePool,
+    batch: &[InsertRequest],
+) -> Result<Vec<InsertOutcome>, QueueError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(QueueError::storage("begin insert batch"))?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        outcomes.push(insert_row(&mut tx, &request.row).await?);
+    }
+    tx.commit()
+        .await
+        .map_err(QueueError::storage("commit insert batch"))?;
+    Ok(outcomes)
+}
+
+async fn insert_alone(pool: &SqlitePool, row: &OwnedRow) -> Result<InsertOutcome, QueueError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(QueueError::storage("begin insert"))?;
+    let outcome = insert_row(&mut tx, row).await?;
+    tx.commit()
+        .await
+        .map_err(QueueError::storage("commit insert"))?;
+    Ok(outcome)
+}
+
+/// Insert unless the key exists; either way the id holding the key. A duplicate writes
+/// nothing.
+async fn insert_row(
+    tx: &mut Transaction<'_, sqlx::Sqlite>,
+    row: &OwnedRow,
+) -> Result<InsertOutcome, QueueError> {
+    let inserted = sqlx::query(
+        "INSERT INTO items (kind, idempotency_key, state, created_at, next_attempt_at, \
+                            payload, payload_file, payload_len, payload_sha256) \
+         VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (kind, idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(&row.kind)
+    .bind(&row.idempotency_key)
+    .bind(row.created_at_ms)
+    .bind(row.next_attempt_at_ms)
+    .bind(row.inline.as_deref())
+    .bind(row.file.as_deref())
+    .bind(row.payload_len)
+    .bind(&row.payload_sha256[..])
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(QueueError::storage("insert item"))?;
+    let (id, inserted) = match inserted {
+        Some(r) => (r.try_get("id"), true),
+        None => {
+            let existing =
+                sqlx::query("SELECT id FROM items WHERE kind = ? AND idempotency_key = ?")
+                    .bind(&row.kind)
+                    .bind(&row.idempotency_key)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(QueueError::storage("insert item"))?;
+            (existing.try_get("id"), false)
+        }
+    };
+    Ok(InsertOutcome {
+        id: ItemId(id.map_err(QueueError::storage("insert item"))?),
+        inserted,
+    })
 }
 
 impl SqliteStore {
@@ -45,7 +191,9 @@ impl SqliteStore {
             .await
             .map_err(QueueError::storage("open database"))?;
         MIGRATOR.run(&pool).await.map_err(QueueError::Migrate)?;
-        Ok(Self { pool })
+        let (inserts, requests) = mpsc::channel(GROUP_COMMIT_MAX);
+        tokio::spawn(group_commit(pool.clone(), requests));
+        Ok(Self { pool, inserts })
     }
 
     /// The underlying pool, for operators' tooling and tests that must reach past the API.
@@ -154,49 +302,19 @@ async fn lease_checked_update(
 
 impl Store for SqliteStore {
     async fn insert(&self, row: NewRow<'_>) -> Result<InsertOutcome, QueueError> {
-        let (inline, file) = match row.payload {
-            PayloadRef::Inline(bytes) => (Some(bytes), None),
-            PayloadRef::File(name) => (None, Some(name)),
+        let (reply, answer) = oneshot::channel();
+        let closed = || QueueError::Storage {
+            op: "insert item",
+            source: sqlx::Error::PoolClosed,
         };
-        // One statement in autocommit: one synced WAL commit per new item; a duplicate
-        // changes nothing and so writes (and syncs) nothing.
-        let inserted = sqlx::query(
-            "INSERT INTO items (kind, idempotency_key, state, created_at, next_attempt_at, \
-                                payload, payload_file, payload_len, payload_sha256) \
-             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (kind, idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(row.kind)
-        .bind(row.idempotency_key)
-        .bind(row.created_at_ms)
-        .bind(row.next_attempt_at_ms)
-        .bind(inline)
-        .bind(file)
-        .bind(row.payload_len)
-        .bind(&row.payload_sha256[..])
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(QueueError::storage("insert item"))?;
-        if let Some(r) = inserted {
-            let id = r
-                .try_get("id")
-                .map_err(QueueError::storage("insert item"))?;
-            return Ok(InsertOutcome {
-                id: ItemId(id),
-                inserted: true,
-            });
-        }
-        match self.find_key(row.kind, row.idempotency_key).await? {
-            Some(id) => Ok(InsertOutcome {
-                id,
-                inserted: false,
-            }),
-            // The conflicting row vanished in between (pruned): the key is free again.
-            None => Err(QueueError::Storage {
-                op: "insert item",
-                source: sqlx::Error::RowNotFound,
-            }),
-        }
+        self.inserts
+            .send(InsertRequest {
+                row: row.into(),
+                reply,
+            })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     async fn find_key(

@@ -631,3 +631,91 @@ fn config_reads_humantime_durations_and_rejects_unknown_fields() {
     assert_eq!(defaults.lifetime, Duration::from_hours(120));
     assert!(toml::from_str::<QueueConfig>("fist_retry = \"1m\"").is_err());
 }
+
+/// Concurrent enqueues are committed together (group commit): every key offered twice at
+/// once ends up stored exactly once, both callers get the same id, and it survives a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_commit_together_each_key_once() {
+    let dir = tempdir();
+    let q = open(dir.path(), QueueConfig::default()).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..400_u32 {
+        let q = q.clone();
+        tasks.spawn(async move {
+            let key = format!("<{}@cabinet>", n % 200);
+            let outcome = q
+                .enqueue(NewItem::new("smtp-out", &key, n.to_be_bytes().to_vec()))
+                .await
+                .expect("enqueue");
+            (key, outcome)
+        });
+    }
+    let mut by_key = std::collections::HashMap::new();
+    let mut duplicates = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (key, outcome) = done.expect("task");
+        duplicates += usize::from(outcome.duplicate);
+        let id = *by_key.entry(key).or_insert(outcome.id);
+        assert_eq!(id, outcome.id, "both offers of a key answer the same id");
+    }
+    assert_eq!(by_key.len(), 200);
+    assert_eq!(duplicates, 200);
+    drop(q);
+
+    let q = open(dir.path(), QueueConfig::default()).await;
+    let stored = q
+        .list(&ListFilter {
+            limit: 1000,
+            ..ListFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(stored.len(), 200);
+}
+
+/// One insert the database refuses inside a group commit fails alone: its neighbours in the
+/// same batch are stored and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_insert_does_not_fail_its_batch() {
+    let dir = tempdir();
+    let q = open(dir.path(), QueueConfig::default()).await;
+    let pool = raw(dir.path()).await;
+    sqlx::query(
+        "CREATE TRIGGER poison BEFORE INSERT ON items WHEN NEW.idempotency_key = '<poison>' \
+         BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
+    )
+    .execute(&pool)
+    .await
+    .expect("trigger");
+    pool.close().await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..100_u32 {
+        let q = q.clone();
+        tasks.spawn(async move {
+            let key = if n == 50 {
+                "<poison>".to_owned()
+            } else {
+                format!("<{n}@cabinet>")
+            };
+            (n, q.enqueue(NewItem::new("smtp-out", &key, vec![1])).await)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (n, outcome) = done.expect("task");
+        if n == 50 {
+            let error = outcome.expect_err("the poisoned insert is refused");
+            assert!(error.to_string().contains("insert"), "{error}");
+        } else {
+            assert!(!outcome.expect("neighbour stored").duplicate);
+        }
+    }
+    let stored = q
+        .list(&ListFilter {
+            limit: 1000,
+            ..ListFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(stored.len(), 99);
+}
