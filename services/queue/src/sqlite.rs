@@ -151,18 +151,16 @@ async fn insert_row(
     .fetch_optional(&mut **tx)
     .await
     .map_err(QueueError::storage("insert item"))?;
-    let (id, inserted) = match inserted {
-        Some(r) => (r.try_get("id"), true),
-        None => {
-            let existing =
-                sqlx::query("SELECT id FROM items WHERE kind = ? AND idempotency_key = ?")
-                    .bind(&row.kind)
-                    .bind(&row.idempotency_key)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(QueueError::storage("insert item"))?;
-            (existing.try_get("id"), false)
-        }
+    let (id, inserted) = if let Some(r) = inserted {
+        (r.try_get("id"), true)
+    } else {
+        let existing = sqlx::query("SELECT id FROM items WHERE kind = ? AND idempotency_key = ?")
+            .bind(&row.kind)
+            .bind(&row.idempotency_key)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(QueueError::storage("insert item"))?;
+        (existing.try_get("id"), false)
     };
     Ok(InsertOutcome {
         id: ItemId(id.map_err(QueueError::storage("insert item"))?),
