@@ -30,6 +30,7 @@ pub use passerelle_queue::QueueConfig;
 pub use passerelle_rights::RightsConfig;
 pub use passerelle_sesam::SesamConfig;
 pub use passerelle_trust::TrustConfig;
+pub use passerelle_updater::service::UpdaterConfig;
 pub use passerelle_webadmin::WebadminConfig;
 
 /// The configuration `make run` starts with: data under `./var`, listeners on 127.0.0.1.
@@ -130,6 +131,8 @@ pub struct Config {
     pub practice_mail: Option<PracticeMailConfig>,
     /// Billing lots: intake, transmission to the caisse, returns and ARL tracking (issue #6).
     pub billing: Option<BillingConfig>,
+    /// Signed A/B updates from the vendor's TUF repository (issue #9).
+    pub updater: Option<UpdaterConfig>,
 }
 
 /// The device certificate the box presents on the LAN. Its key is generated in the token at
@@ -377,6 +380,33 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../passerelle.example.toml");
         let config = Config::load(&path).expect("passerelle.example.toml loads");
         assert_eq!(config.general.data_dir, Path::new("/var/lib/passerelle"));
+    }
+
+    #[test]
+    fn updater_table_takes_the_appliance_defaults() {
+        use passerelle_updater::service::Reboot;
+        let text = format!(
+            "{MINIMAL}[updater]\nvendor_url = \"https://updates.example/\"\nboard = \"qemu-x86_64\"\n"
+        );
+        let updater = Config::from_toml(&text, "t")
+            .expect("loads")
+            .updater
+            .expect("[updater]");
+        assert_eq!(updater.slot_b, Path::new("/dev/disk/by-partlabel/root-b"));
+        assert_eq!(updater.esp, Path::new("/boot/efi"));
+        assert_eq!(updater.reboot, Reboot::At("03:30".into()));
+        let now = format!("{text}reboot = \"immediately\"\n");
+        let updater = Config::from_toml(&now, "t")
+            .expect("loads")
+            .updater
+            .expect("[updater]");
+        assert_eq!(updater.reboot, Reboot::Immediately);
+        let at = format!("{text}reboot = {{ at = \"22:15\" }}\n");
+        let updater = Config::from_toml(&at, "t")
+            .expect("loads")
+            .updater
+            .expect("[updater]");
+        assert_eq!(updater.reboot, Reboot::At("22:15".into()));
     }
 
     #[test]

@@ -123,6 +123,7 @@ fn device_config(device: DeviceArgs) -> DeviceUpdateConfig {
         trusted_root: device.trusted_root,
         datastore: device.datastore,
         staging: device.staging,
+        refused: Vec::new(),
         limits: MetadataLimits::default(),
         fetch_timeout: Duration::from_secs(30),
     }

@@ -133,6 +133,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     start_rights(&config, cards.as_ref(), device.as_ref(), &mut tasks)?;
+    // The web admin's Mises à jour page shows and drives this (issue #9); not wired yet.
+    let _updates = start_updater(&config, &mut tasks)?;
     start_webadmin(
         &config,
         AdminParts {
@@ -147,6 +149,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
 
     start_status(&config, &queue, annuaire.api, &mut tasks).await?;
+    notify_systemd(&mut tasks);
 
     tracing::info!(
         profile = ?config.general.profile,
@@ -156,6 +159,66 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "passerelle started"
     );
     tasks.until_stopped().await
+}
+
+/// Listeners are bound: tell systemd (`Type=notify`), and keep its watchdog fed from the
+/// runtime, so a wedged runtime gets the daemon restarted.
+fn notify_systemd(tasks: &mut Tasks) {
+    crate::sd_notify::send("READY=1");
+    if let Some(every) = crate::sd_notify::watchdog_interval() {
+        tasks.housekeeping(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                crate::sd_notify::send("WATCHDOG=1");
+            }
+        });
+    }
+}
+
+/// Signed A/B updates (issue #9): commits a boot on trial once `/healthz` answers (or asks
+/// for a reboot so the boot counter falls back), then polls the vendor. Returns the handle the
+/// web admin shows and commands (version, slot, status, check now / reboot now). Runs as
+/// housekeeping: a broken update path must not stop the mail service.
+fn start_updater(
+    config: &Config,
+    tasks: &mut Tasks,
+) -> anyhow::Result<Option<passerelle_updater::service::Handle>> {
+    use passerelle_updater::boot::Slots as _;
+    use passerelle_updater::service;
+    let Some(updater) = &config.updater else {
+        return Ok(None);
+    };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+    let slots = service::appliance_slots(updater, &cmdline).context("[updater]")?;
+    let version = service::running_version(&updater.os_release).context("[updater]")?;
+    let healthz: hyper::Uri = format!("http://{}/healthz", config.status.listen)
+        .parse()
+        .context("the status endpoint's /healthz URL")?;
+    let (status, receiver) = tokio::sync::watch::channel(service::UpdateStatus::Idle);
+    let (commands, commands_rx) = tokio::sync::mpsc::channel(4);
+    let handle = service::Handle {
+        version,
+        slot: slots.current(),
+        status: receiver,
+        commands,
+    };
+    let (updater, stopping) = (updater.clone(), tasks.stopping());
+    tasks.housekeeping(async move {
+        let run = service::run(
+            updater,
+            version,
+            slots,
+            healthz,
+            status,
+            commands_rx,
+            stopping,
+        );
+        if let Err(err) = run.await {
+            tracing::error!(error = %err, "the updater stopped");
+        }
+    });
+    Ok(Some(handle))
 }
 
 fn start_connector(
@@ -534,6 +597,7 @@ impl Tasks {
                 Err(join) => Err(anyhow::Error::from(join).context("a service panicked")),
             },
         };
+        crate::sd_notify::send("STOPPING=1");
         self.shutdown.cancel();
         let drained = tokio::time::timeout(DRAIN, async {
             while let Some(ended) = self.services.join_next().await {

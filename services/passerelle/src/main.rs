@@ -11,6 +11,7 @@ mod cmd_trust;
 mod cmd_update;
 mod cmd_vendor;
 mod daemon;
+mod sd_notify;
 mod status;
 
 use std::path::PathBuf;

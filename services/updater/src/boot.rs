@@ -303,7 +303,7 @@ fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
 /// Polls `GET {healthz}` until it answers 200, then commits; gives up at `deadline` without
 /// committing (the caller reboots, and the boot counter takes the box back).
 pub async fn commit_when_healthy(
-    slots: &dyn Slots,
+    slots: &(dyn Slots + Sync),
     healthz: &hyper::Uri,
     deadline: Duration,
 ) -> Result<(), UpdateError> {

@@ -54,6 +54,8 @@ pub struct DeviceUpdateConfig {
     /// File the image is downloaded into and verified in before it touches the slot (on the
     /// data partition: it needs the image's size free).
     pub staging: PathBuf,
+    /// Versions never to install (their boot on trial failed on this box).
+    pub refused: Vec<Version>,
     pub limits: MetadataLimits,
     /// Bound on connecting, on headers, and between body chunks.
     pub fetch_timeout: Duration,
@@ -143,6 +145,10 @@ async fn load_and_select(
     for (name, target) in repo.all_targets() {
         let info = ImageInfo::from_target(name.raw(), target)?;
         if info.board != cfg.board || info.version <= cfg.current_version {
+            continue;
+        }
+        if cfg.refused.contains(&info.version) {
+            tracing::info!(version = %info.version, "skipping a release that failed its boot here");
             continue;
         }
         if best.as_ref().is_none_or(|(_, b)| info.version > b.version) {

@@ -166,6 +166,7 @@ impl UpdaterConfig {
             trusted_root: self.trusted_root.clone(),
             datastore: self.datastore.clone(),
             staging: self.staging.clone(),
+            refused: Vec::new(),
             limits: MetadataLimits::default(),
             fetch_timeout: Duration::from_secs(self.fetch_timeout_secs),
         })
@@ -224,6 +225,54 @@ pub fn request_reboot(path: &Path, reason: &str) -> Result<(), UpdateError> {
     std::fs::write(path, format!("{reason}\n")).map_err(|e| UpdateError::io(path, e))
 }
 
+/// What the web admin can ask of the updater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Check the vendor repository now (and install into the inactive slot if newer).
+    CheckNow,
+    /// Reboot into the armed update now (ignored when nothing is armed).
+    RebootNow,
+}
+
+/// The running updater as the daemon hands it to the web admin.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub version: Version,
+    pub slot: Slot,
+    pub status: watch::Receiver<UpdateStatus>,
+    pub commands: tokio::sync::mpsc::Sender<Command>,
+}
+
+/// Versions whose boot on trial failed on this box: never installed again (a newer one is).
+/// Kept beside the TUF datastore, so a factory reset forgets them with it.
+fn refused_path(config: &UpdaterConfig) -> PathBuf {
+    config.datastore.join("refused-versions")
+}
+
+fn refused_versions(config: &UpdaterConfig) -> Result<Vec<Version>, UpdateError> {
+    let path = refused_path(config);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(UpdateError::io(path, e)),
+    }
+}
+
+fn refuse_version(config: &UpdaterConfig, version: Version) -> Result<(), UpdateError> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(&config.datastore)
+        .map_err(|e| UpdateError::io(&config.datastore, e))?;
+    let path = refused_path(config);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| UpdateError::io(&path, e))?;
+    writeln!(f, "{version}")
+        .and_then(|()| f.sync_all())
+        .map_err(|e| UpdateError::io(&path, e))
+}
+
 /// The device side of the daemon (see the module docs). `healthz` is the daemon's own status
 /// endpoint, used unless `health_url` is configured.
 pub async fn run(
@@ -232,6 +281,7 @@ pub async fn run(
     slots: impl Slots + Send + Sync,
     healthz: hyper::Uri,
     status: watch::Sender<UpdateStatus>,
+    commands: tokio::sync::mpsc::Receiver<Command>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), UpdateError> {
     tracing::info!(
@@ -261,29 +311,35 @@ pub async fn run(
         }
         tracing::info!(slot = slots.current().name(), version = %current_version, "updater: boot committed");
     }
-    serve(config, current_version, slots, status, shutdown).await
+    serve(config, current_version, slots, status, commands, shutdown).await
 }
 
 /// Runs until `shutdown` resolves. Stops checking once an update is armed, and reboots into
-/// it as `config.reboot` says.
+/// it as `config.reboot` says or when asked ([`Command::RebootNow`]).
 pub async fn serve(
     config: UpdaterConfig,
     current_version: Version,
     slots: impl Slots + Send + Sync,
     status: watch::Sender<UpdateStatus>,
+    mut commands: tokio::sync::mpsc::Receiver<Command>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), UpdateError> {
-    let device = config.device(current_version)?;
     if let Some(f) = slots.take_fallback()? {
+        if let Some(v) = f.version {
+            refuse_version(&config, v)?;
+        }
         status.send_replace(UpdateStatus::FellBack(f));
     }
+    let mut device = config.device(current_version)?;
+    device.refused = refused_versions(&config)?;
     tokio::pin!(shutdown);
-    loop {
+    let armed = loop {
         let jitter = fastrand::u64(0..=config.jitter_secs.saturating_mul(1000));
         let wait = Duration::from_secs(config.interval_secs) + Duration::from_millis(jitter);
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             () = tokio::time::sleep(wait) => {}
+            Some(cmd) = commands.recv() => if cmd != Command::CheckNow { continue },
         }
         status.send_replace(UpdateStatus::Checking);
         match check_and_download(&device, slots.inactive_path()).await {
@@ -295,21 +351,7 @@ pub async fn serve(
                 status.send_replace(UpdateStatus::RebootPending {
                     version: info.version,
                 });
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                if let Some(wait) = config.reboot.delay(now)? {
-                    tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                    request_reboot(
-                        &config.reboot_request,
-                        &format!("update {} armed", info.version),
-                    )?;
-                }
-                shutdown.await;
-                return Ok(());
+                break info.version;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "update rejected, nothing armed");
@@ -318,5 +360,29 @@ pub async fn serve(
                 });
             }
         }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let scheduled = async {
+        match config.reboot.delay(now) {
+            Ok(Some(wait)) => tokio::time::sleep(wait).await,
+            Ok(None) => std::future::pending().await,
+            Err(e) => {
+                tracing::error!(error = %e, "no reboot time: reboot by hand");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::pin!(scheduled);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = &mut scheduled => break,
+            Some(cmd) = commands.recv() => if cmd == Command::RebootNow { break },
+        }
     }
+    request_reboot(&config.reboot_request, &format!("update {armed} armed"))?;
+    shutdown.await;
+    Ok(())
 }

@@ -211,6 +211,7 @@ impl Device {
             trusted_root,
             datastore: dir.path().join("tuf"),
             staging: dir.path().join("update/staging.img"),
+            refused: Vec::new(),
             limits: MetadataLimits::default(),
             fetch_timeout: Duration::from_secs(10),
         };
