@@ -20,6 +20,10 @@ pub struct BillingConfig {
     pub spool_interval: Duration,
     /// The local HTTP API (LAN side only), e.g. `127.0.0.1:8470`.
     pub api_listen: Option<SocketAddr>,
+    /// The LAN SMTP relay the LPS mails its lots to (intake path (a)), e.g.
+    /// `192.168.1.2:2525`; LAN side only, like the API.
+    #[serde(default)]
+    pub relay_listen: Option<SocketAddr>,
     /// A sent lot without an ARL after this long goes `overdue` (digest §8 #9: alert at
     /// D+3 working days; 5 calendar days covers a weekend).
     #[serde(with = "humantime_serde", default = "default_arl_deadline")]
@@ -29,6 +33,14 @@ pub struct BillingConfig {
     pub compress: bool,
     pub route: RouteConfig,
     pub returns: ReturnsConfig,
+}
+
+impl BillingConfig {
+    /// The reasons this configuration cannot be used (the config crate may call it at load;
+    /// [`crate::serve`] checks it too).
+    pub fn check(&self) -> Result<(), String> {
+        self.returns.check()
+    }
 }
 
 /// The caisse (or OCT) SMTP route; STARTTLS is always required.
@@ -57,13 +69,26 @@ pub struct RouteConfig {
     pub send_interval: Duration,
 }
 
-/// The billing mailbox, read over POP3 with STLS.
+/// The billing mailbox, read over POP3 with STLS (the default, as Annexe 4 names it) or
+/// IMAP with STARTTLS.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReturnsConfig {
+    /// `pop3` or `imap`.
+    #[serde(default)]
+    pub protocol: ReturnsProtocol,
     pub host: String,
-    #[serde(default = "default_pop3_port")]
-    pub port: u16,
+    /// Default 110 (POP3) or 143 (IMAP); STLS/STARTTLS is always required.
+    pub port: Option<u16>,
+    /// IMAP: the folder the returns arrive in.
+    #[serde(default = "default_folder")]
+    pub folder: String,
+    /// IMAP: what is done with a handled return: `delete` (default) or `flag` (the keyword
+    /// `flag_keyword` and `\Seen`; the mail stays).
+    #[serde(default)]
+    pub after: AfterConfig,
+    #[serde(default = "default_keyword")]
+    pub flag_keyword: String,
     pub server_name: Option<String>,
     pub ca_file: PathBuf,
     pub user: String,
@@ -77,6 +102,61 @@ pub struct ReturnsConfig {
     pub max_mail_bytes: usize,
 }
 
+/// How the billing mailbox is read.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReturnsProtocol {
+    #[default]
+    Pop3,
+    Imap,
+}
+
+/// IMAP: what becomes of a handled return.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterConfig {
+    #[default]
+    Delete,
+    Flag,
+}
+
+impl ReturnsConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.protocol {
+            ReturnsProtocol::Pop3 => 110,
+            ReturnsProtocol::Imap => 143,
+        })
+    }
+
+    /// The reasons this section cannot be used.
+    pub fn check(&self) -> Result<(), String> {
+        let atom = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 100
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
+        };
+        if !atom(&self.flag_keyword) || self.flag_keyword.starts_with('\\') {
+            return Err(format!(
+                "returns.flag_keyword {:?}: an IMAP keyword (atom, no backslash)",
+                self.flag_keyword
+            ));
+        }
+        if self.folder.is_empty() || self.folder.len() > 200 || self.folder.contains(['\r', '\n']) {
+            return Err("returns.folder: a folder name".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_folder() -> String {
+    "INBOX".into()
+}
+
+fn default_keyword() -> String {
+    "$PasserelleHandled".into()
+}
+
 fn default_spool_interval() -> Duration {
     Duration::from_secs(5)
 }
@@ -87,10 +167,6 @@ fn default_arl_deadline() -> Duration {
 
 fn default_smtp_port() -> u16 {
     587
-}
-
-fn default_pop3_port() -> u16 {
-    110
 }
 
 fn default_helo() -> String {
@@ -134,7 +210,20 @@ lps_out_dir = '/srv/spool/returns'
         let c: BillingConfig = toml::from_str(MIN).expect("parse");
         assert_eq!(c.arl_deadline, Duration::from_secs(432_000));
         assert_eq!(c.spool_interval, Duration::from_secs(5));
-        assert_eq!((c.route.port, c.returns.port), (587, 110));
+        assert_eq!((c.route.port, c.returns.port()), (587, 110));
+        assert_eq!(c.returns.protocol, ReturnsProtocol::Pop3);
+        c.returns.check().expect("valid");
+        let imap: BillingConfig = toml::from_str(&MIN.replace(
+            "[returns]\n",
+            "[returns]\nprotocol = 'imap'\nafter = 'flag'\nfolder = 'Retours'\n",
+        ))
+        .expect("parse");
+        assert_eq!(imap.returns.port(), 143);
+        assert_eq!(imap.returns.after, AfterConfig::Flag);
+        imap.returns.check().expect("valid");
+        let mut bad = imap.returns.clone();
+        bad.flag_keyword = "a b".into();
+        assert!(bad.check().is_err());
         assert!(c.api_listen.is_none());
         assert!(toml::from_str::<BillingConfig>(&format!("bogus = 1\n{MIN}")).is_err());
     }

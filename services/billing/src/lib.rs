@@ -45,6 +45,7 @@
 
 mod config;
 mod error;
+pub mod imap;
 pub mod intake;
 pub mod lot_file;
 pub mod lots;
@@ -55,8 +56,9 @@ pub mod sender;
 mod serve;
 pub mod status;
 
-pub use config::{BillingConfig, ReturnsConfig, RouteConfig};
+pub use config::{AfterConfig, BillingConfig, ReturnsConfig, ReturnsProtocol, RouteConfig};
 pub use error::BillingError;
+pub use imap::{AfterHandling, ImapRoute};
 pub use intake::{Intake, LotMeta, RecipientKind, api_router, scan_spool};
 pub use lot_file::{LotId, check_lot};
 pub use lots::{ArlReceipt, Lot, LotState, LotStore, Transition};

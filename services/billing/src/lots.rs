@@ -171,6 +171,12 @@ const SCHEMA: &[&str] = &[
         reason TEXT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS lot_history_lot ON lot_history(lot_id)",
+    // Where the IMAP returns route stands in each mailbox folder (handled once).
+    "CREATE TABLE IF NOT EXISTS imap_positions (
+        mailbox TEXT PRIMARY KEY,
+        uidvalidity INTEGER NOT NULL,
+        last_uid INTEGER NOT NULL
+    )",
 ];
 
 /// The columns of a lot row, named: `SELECT *` would keep a connection's cached column list
@@ -524,6 +530,35 @@ impl LotStore {
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// The (UIDVALIDITY, highest UID handled) of an IMAP folder of returns.
+    pub async fn imap_position(&self, mailbox: &str) -> Result<Option<(u32, u32)>, BillingError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT uidvalidity, last_uid FROM imap_positions WHERE mailbox = ?")
+                .bind(mailbox)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(v, u)| (u32::try_from(v).unwrap_or(0), u32::try_from(u).unwrap_or(0))))
+    }
+
+    pub async fn set_imap_position(
+        &self,
+        mailbox: &str,
+        uidvalidity: u32,
+        last_uid: u32,
+    ) -> Result<(), BillingError> {
+        sqlx::query(
+            "INSERT INTO imap_positions (mailbox, uidvalidity, last_uid) VALUES (?, ?, ?)
+             ON CONFLICT(mailbox) DO UPDATE SET uidvalidity = excluded.uidvalidity,
+                 last_uid = excluded.last_uid",
+        )
+        .bind(mailbox)
+        .bind(i64::from(uidvalidity))
+        .bind(i64::from(last_uid))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

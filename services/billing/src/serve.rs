@@ -11,9 +11,11 @@ use passerelle_trust::TrustStore;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::BillingConfig;
+use crate::config::{AfterConfig, BillingConfig, ReturnsProtocol};
 use crate::error::BillingError;
+use crate::imap::{AfterHandling, ImapRoute};
 use crate::intake::{Intake, api_router, scan_spool};
+use crate::relay::LotRelay;
 use crate::returns::{Pop3Route, Returns};
 use crate::sender::{Route, Sender};
 use crate::status::{BillingStatus, PollReport};
@@ -58,13 +60,19 @@ fn server_name(name: &str) -> Result<ServerName<'static>, BillingError> {
     ServerName::try_from(name.to_owned()).map_err(|e| BillingError::Returns(format!("{name}: {e}")))
 }
 
+/// The billing mailbox as configured.
+enum Mailbox {
+    Pop3(Pop3Route),
+    Imap(ImapRoute),
+}
+
 /// The service's parts from the configuration.
 async fn build(
     sesam: &SesamConfig,
     config: &BillingConfig,
     intake: Intake,
     trust: Arc<TrustStore>,
-) -> Result<(Intake, Sender, Returns, Pop3Route), BillingError> {
+) -> Result<(Intake, Sender, Returns, Mailbox), BillingError> {
     let requeued = intake.requeue_received().await?;
     tracing::info!(requeued, "billing service starting");
     let certs = Arc::new(Mutex::new(
@@ -95,13 +103,35 @@ async fn build(
         work_dir: config.state_dir.join("work"),
     };
     let rc = &config.returns;
-    let pop3 = Pop3Route {
-        addr: resolve(&rc.host, rc.port).await?,
-        server_name: server_name(rc.server_name.as_deref().unwrap_or(&rc.host))?,
-        tls: tls_roots(&rc.ca_file)?,
-        user: rc.user.clone(),
-        password: read_secret(&rc.password_file)?,
-        timeout: Duration::from_secs(60),
+    rc.check().map_err(BillingError::Returns)?;
+    let (addr, name, tls) = (
+        resolve(&rc.host, rc.port()).await?,
+        server_name(rc.server_name.as_deref().unwrap_or(&rc.host))?,
+        tls_roots(&rc.ca_file)?,
+    );
+    let password = read_secret(&rc.password_file)?;
+    let mailbox = match rc.protocol {
+        ReturnsProtocol::Pop3 => Mailbox::Pop3(Pop3Route {
+            addr,
+            server_name: name,
+            tls,
+            user: rc.user.clone(),
+            password,
+            timeout: Duration::from_secs(60),
+        }),
+        ReturnsProtocol::Imap => Mailbox::Imap(ImapRoute {
+            addr,
+            server_name: name,
+            tls,
+            user: rc.user.clone(),
+            password,
+            folder: rc.folder.clone(),
+            after: match rc.after {
+                AfterConfig::Delete => AfterHandling::Delete,
+                AfterConfig::Flag => AfterHandling::Flag(rc.flag_keyword.clone()),
+            },
+            timeout: Duration::from_secs(60),
+        }),
     };
     let returns = Returns {
         intake: intake.clone(),
@@ -112,7 +142,7 @@ async fn build(
         lps_out_dir: rc.lps_out_dir.clone(),
         max_mail_bytes: rc.max_mail_bytes,
     };
-    Ok((intake, sender, returns, pop3))
+    Ok((intake, sender, returns, mailbox))
 }
 
 /// Run the billing service until `shutdown`. The queue is the daemon's shared queue (kind
@@ -137,10 +167,9 @@ pub async fn serve_with(
     status: BillingStatus,
     shutdown: CancellationToken,
 ) -> Result<(), BillingError> {
-    let (intake, sender, returns, pop3) =
+    let (intake, sender, returns, mailbox) =
         build(sesam, config, status.intake().clone(), trust).await?;
-    let rc = &config.returns;
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Tasks::new();
     if let Some(addr) = config.api_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -154,32 +183,26 @@ pub async fn serve_with(
                 .map_err(BillingError::io("billing API"))
         });
     }
-    let every = |period: Duration, stop: CancellationToken| async move {
-        tokio::select! {
-            () = tokio::time::sleep(period) => true,
-            () = stop.cancelled() => false,
-        }
-    };
-    {
-        let (spool, intake, stop, period) = (
-            config.spool_dir.clone(),
-            intake.clone(),
-            shutdown.clone(),
-            config.spool_interval,
-        );
-        tasks.spawn(async move {
-            while every(period, stop.clone()).await {
-                if let Err(e) = scan_spool(&spool, &intake).await {
-                    tracing::warn!(error = %e, "spool scan");
-                }
-            }
-            Ok(())
-        });
+    if let Some(addr) = config.relay_listen {
+        start_relay(&mut tasks, addr, &intake, &shutdown).await?;
     }
-    {
-        let (stop, period) = (shutdown.clone(), config.route.send_interval);
-        tasks.spawn(async move {
-            while every(period, stop.clone()).await {
+    let spool = config.spool_dir.clone();
+    let spool_intake = intake.clone();
+    every(&mut tasks, config.spool_interval, &shutdown, move || {
+        let (spool, intake) = (spool.clone(), spool_intake.clone());
+        async move {
+            if let Err(e) = scan_spool(&spool, &intake).await {
+                tracing::warn!(error = %e, "spool scan");
+            }
+        }
+    });
+    every(
+        &mut tasks,
+        config.route.send_interval,
+        &shutdown,
+        move || {
+            let sender = sender.clone();
+            async move {
                 // Lots put back by another process (`passerelle sesam resend`) are queued
                 // here; the key of each round makes this idempotent.
                 if let Err(e) = sender.intake.requeue_received().await {
@@ -189,40 +212,45 @@ pub async fn serve_with(
                     tracing::warn!(error = %e, "lot sending");
                 }
             }
-            Ok(())
-        });
-    }
-    {
-        let (stop, period, status) = (shutdown.clone(), rc.poll_interval, status.clone());
-        tasks.spawn(async move {
-            while every(period, stop.clone()).await {
-                let result = returns.poll_pop3(&pop3).await;
+        },
+    );
+    let poll_status = status.clone();
+    let mailbox = Arc::new(mailbox);
+    every(
+        &mut tasks,
+        config.returns.poll_interval,
+        &shutdown,
+        move || {
+            let (returns, mailbox, status) =
+                (returns.clone(), Arc::clone(&mailbox), poll_status.clone());
+            async move {
+                let (route, result) = match &*mailbox {
+                    Mailbox::Pop3(r) => ("pop3", returns.poll_pop3(r).await),
+                    Mailbox::Imap(r) => ("imap", returns.poll_imap(r).await),
+                };
                 if let Err(e) = &result {
-                    tracing::warn!(error = %e, "billing mailbox poll");
+                    tracing::warn!(error = %e, route, "billing mailbox poll");
                 }
-                status.set_last_poll(PollReport::of("pop3", &result));
+                status.set_last_poll(PollReport::of(route, &result));
             }
-            Ok(())
-        });
-    }
-    {
-        let (stop, deadline, store) = (shutdown.clone(), config.arl_deadline, intake.store.clone());
-        tasks.spawn(async move {
-            while every(OVERDUE_CHECK, stop.clone()).await {
-                match store.mark_overdue(deadline, SystemTime::now()).await {
-                    Ok(late) if !late.is_empty() => {
-                        tracing::warn!(
-                            lots = late.len(),
-                            "ARL missing past the deadline: lots overdue"
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "ARL deadline check"),
+        },
+    );
+    let (deadline, store) = (config.arl_deadline, intake.store.clone());
+    every(&mut tasks, OVERDUE_CHECK, &shutdown, move || {
+        let store = store.clone();
+        async move {
+            match store.mark_overdue(deadline, SystemTime::now()).await {
+                Ok(late) if !late.is_empty() => {
+                    tracing::warn!(
+                        lots = late.len(),
+                        "ARL missing past the deadline: lots overdue"
+                    );
                 }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "ARL deadline check"),
             }
-            Ok(())
-        });
-    }
+        }
+    });
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok(Ok(())) => {}
@@ -236,5 +264,52 @@ pub async fn serve_with(
             }
         }
     }
+    Ok(())
+}
+
+type Tasks = tokio::task::JoinSet<Result<(), BillingError>>;
+
+/// Run `tick` every `period` until `stop`.
+fn every<F, Fut>(tasks: &mut Tasks, period: Duration, stop: &CancellationToken, mut tick: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => tick().await,
+                () = stop.cancelled() => return Ok(()),
+            }
+        }
+    });
+}
+
+/// Intake path (a): the LAN SMTP relay the LPS mails its lots to ([`LotRelay`]). Plain
+/// SMTP on the LAN address configured, like the HTTP API; the lot is the mail's one file.
+async fn start_relay(
+    tasks: &mut Tasks,
+    addr: std::net::SocketAddr,
+    intake: &Intake,
+    shutdown: &CancellationToken,
+) -> Result<(), BillingError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(BillingError::io(addr.to_string()))?;
+    let mut smtp = passerelle_smtp::ServerConfig::new("passerelle");
+    // Base64 makes the mail a third larger than the lot.
+    smtp.max_message_size =
+        usize::try_from(intake.max_lot_bytes / 3 * 4 + (1 << 20)).unwrap_or(usize::MAX);
+    let relay = Arc::new(LotRelay {
+        intake: intake.clone(),
+    });
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        passerelle_smtp::serve(listener, relay, smtp, stop.cancelled_owned())
+            .await
+            .map_err(|e| BillingError::Returns(format!("billing LAN relay: {e}")))
+    });
+    tracing::info!(%addr, "billing LAN relay listening");
     Ok(())
 }

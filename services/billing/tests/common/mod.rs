@@ -422,3 +422,22 @@ impl Front {
         Ok(out.stdout)
     }
 }
+
+impl Front {
+    /// The billing mailbox over IMAP (STARTTLS) on the same Dovecot.
+    pub fn imap_route(
+        &self,
+        after: passerelle_billing::AfterHandling,
+    ) -> anyhow::Result<passerelle_billing::ImapRoute> {
+        Ok(passerelle_billing::ImapRoute {
+            addr: self.dovecot.imap_addr(),
+            server_name: ServerName::try_from(SERVER_NAME)?.to_owned(),
+            tls: self.client_tls()?,
+            user: BILLING.into(),
+            password: "billing-pw".into(),
+            folder: "INBOX".into(),
+            after,
+            timeout: Duration::from_secs(10),
+        })
+    }
+}
