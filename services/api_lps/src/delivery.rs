@@ -35,13 +35,6 @@ pub enum BalState {
     ReauthRequired(String),
 }
 
-/// Notices an APP BAL acts on (EX_GBM_4430): the recipient's mailbox is full, or an
-/// automatic reply (out of office) came back. Logged as events for the business software.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    MailboxFull { recipient: String, reply: String },
-}
-
 /// Everything a BAL's workers share.
 #[derive(Debug)]
 pub struct BalDelivery {
@@ -345,11 +338,9 @@ impl BalDelivery {
                 deferred.push((r.address.clone(), r.reply.clone()));
             }
             if self.upstream.bal().kind == BalKind::App && mailbox_full(&r.reply) {
-                let notice = Notice::MailboxFull {
-                    recipient: r.address.clone(),
-                    reply: r.reply.to_string(),
-                };
-                tracing::warn!(bal = %self.name(), message_id = %envelope.message_id, ?notice, "api lps: recipient mailbox full (EX_GBM_4430)");
+                // EX_GBM_4430 at submission time; the same notice arriving later as a DSN is
+                // recorded by the mirror (passerelle_smtp::notice).
+                tracing::warn!(requirement = "EX_GBM_4430", bal = %self.name(), message_id = %envelope.message_id, reply = %r.reply, "api lps: recipient mailbox full");
             }
         }
         if !failed.is_empty() {

@@ -25,7 +25,34 @@ CREATE TABLE IF NOT EXISTS messages (
     state TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'deleted')),
     PRIMARY KEY (bal, folder, uidvalidity, uid));
 CREATE INDEX IF NOT EXISTS messages_sha ON messages (bal, folder, sha256);
+-- EX_GBM_4430: mailbox-full and out-of-office notices received by applicative BALs,
+-- one per mirrored message (a redelivery records nothing new).
+CREATE TABLE IF NOT EXISTS notices (
+    bal TEXT NOT NULL, folder TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    address TEXT NOT NULL,
+    status TEXT,
+    original_message_id TEXT,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (bal, folder, uidvalidity, uid));
 ";
+
+/// A notice an applicative BAL received (EX_GBM_4430), as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedNotice {
+    pub bal: String,
+    /// `mailbox-full` or `out-of-office`.
+    pub kind: String,
+    /// The full mailbox, or the absent correspondent.
+    pub address: String,
+    /// RFC 3463 status of a mailbox-full DSN (`4.2.2`, `5.2.2`).
+    pub status: Option<String>,
+    /// The BAL's message the notice is about, when the notice names it.
+    pub original_message_id: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub received_at: i64,
+}
 
 /// A folder's recorded position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +161,67 @@ impl MirrorDb {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Records a notice; `false` if this message's notice was already recorded.
+    pub(crate) async fn record_notice(
+        &self,
+        origin: &crate::deliver::Origin,
+        notice: &passerelle_smtp::Notice,
+    ) -> Result<bool, MirrorError> {
+        let (address, status, original) = match notice {
+            passerelle_smtp::Notice::MailboxFull {
+                recipient,
+                status,
+                original_message_id,
+            } => (recipient, Some(status), original_message_id),
+            passerelle_smtp::Notice::OutOfOffice {
+                from,
+                original_message_id,
+            } => (from, None, original_message_id),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let done = sqlx::query(
+            "INSERT INTO notices (bal, folder, uidvalidity, uid, kind, address, status, \
+                                  original_message_id, received_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&origin.bal)
+        .bind(&origin.folder)
+        .bind(i64::from(origin.uidvalidity))
+        .bind(i64::from(origin.uid))
+        .bind(notice.kind())
+        .bind(address)
+        .bind(status)
+        .bind(original)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The most recent notices, newest first.
+    pub(crate) async fn notices(&self, limit: u32) -> Result<Vec<RecordedNotice>, MirrorError> {
+        let rows = sqlx::query(
+            "SELECT bal, kind, address, status, original_message_id, received_at FROM notices \
+             ORDER BY received_at DESC, rowid DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RecordedNotice {
+                bal: r.get(0),
+                kind: r.get(1),
+                address: r.get(2),
+                status: r.get(3),
+                original_message_id: r.get(4),
+                received_at: r.get(5),
+            })
+            .collect())
     }
 
     pub(crate) async fn mark(

@@ -73,6 +73,9 @@ pub(crate) struct Deliverer {
     /// BALs with `delete_after_mirror`: their deliveries are recorded (one commit each)
     /// and their session woken to delete upstream. Others skip both.
     pub(crate) delivered: Arc<std::collections::HashMap<String, Arc<Notify>>>,
+    /// Applicative BALs: their mail is examined for notices (EX_GBM_4430).
+    pub(crate) app_bals: Arc<std::collections::HashSet<String>>,
+    pub(crate) counters: Arc<crate::Counters>,
 }
 
 impl Deliverer {
@@ -176,6 +179,9 @@ impl Deliverer {
             let reply = result.recipients.first().map(|r| r.reply.clone());
             match reply {
                 Some(r) if r.is_positive() => {
+                    if self.app_bals.contains(&origin.bal) {
+                        self.note(&origin, raw).await;
+                    }
                     // Durable locally: record it where deletion depends on it, then ack.
                     let deleting = self.delivered.get(&origin.bal);
                     if deleting.is_some()
@@ -226,5 +232,31 @@ impl Deliverer {
         }
         let _ = lmtp.quit().await;
         Ok(())
+    }
+
+    /// EX_GBM_4430: a mailbox-full DSN or an automatic reply received by an applicative
+    /// BAL is recorded for the business software and the web admin, and raised as an alert
+    /// line. The message itself is delivered like any other: nothing is withheld.
+    async fn note(&self, origin: &Origin, raw: &[u8]) {
+        let Some(notice) = passerelle_smtp::classify_notice(raw) else {
+            return;
+        };
+        match self.db.record_notice(origin, &notice).await {
+            Ok(true) => {
+                self.counters
+                    .notices
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tracing::warn!(
+                    requirement = "EX_GBM_4430",
+                    bal = %origin.bal,
+                    kind = notice.kind(),
+                    "applicative BAL received a notice"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, requirement = "EX_GBM_4430", "recording a notice failed");
+            }
+        }
     }
 }

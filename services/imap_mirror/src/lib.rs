@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 pub use config::{BalAuth, BalMirror, MirrorConfig};
+pub use db::RecordedNotice;
 pub use deliver::INBOX_KIND;
 pub use error::MirrorError;
 
@@ -56,6 +57,8 @@ pub struct Counters {
     pub mirrored: AtomicU64,
     /// IDLE commands ended by our own timer and re-issued (EX_LPS_1000).
     pub idle_reissued: AtomicU64,
+    /// Mailbox-full and out-of-office notices recorded for applicative BALs (EX_GBM_4430).
+    pub notices: AtomicU64,
 }
 
 impl Counters {
@@ -67,6 +70,9 @@ impl Counters {
     }
     pub fn idle_reissued(&self) -> u64 {
         self.idle_reissued.load(Ordering::SeqCst)
+    }
+    pub fn notices(&self) -> u64 {
+        self.notices.load(Ordering::SeqCst)
     }
 }
 
@@ -107,6 +113,15 @@ fn read_password(path: &std::path::Path) -> Result<Zeroizing<String>, MirrorErro
     ))
 }
 
+/// The most recent notices received by applicative BALs (EX_GBM_4430), newest first, from
+/// the mirror's state database.
+pub async fn notices(
+    state_db: &std::path::Path,
+    limit: u32,
+) -> Result<Vec<RecordedNotice>, MirrorError> {
+    db::MirrorDb::open(state_db).await?.notices(limit).await
+}
+
 /// Runs the mirror of every configured BAL and the inbox worker until `shutdown`.
 /// `psc` is needed when a BAL uses XOAUTH2; `keystore` when one uses a certificate.
 /// Returns the counters at once through `counters` if given (else a fresh set is used).
@@ -124,6 +139,7 @@ pub async fn run_mirror(
     let db = db::MirrorDb::open(&config.state_db).await?;
     let work = Arc::new(Notify::new());
     let mut wake_on_delivery = HashMap::new();
+    let mut app_bals = std::collections::HashSet::new();
     let mut tasks = tokio::task::JoinSet::new();
     for bal in &config.bals {
         let (resolver, password): (Arc<dyn ResolvesClientCert>, _) = match &bal.auth {
@@ -153,6 +169,7 @@ pub async fn run_mirror(
                         MirrorError::Config(format!("BAL {}: key {key_label}: {e}", bal.bal))
                     })?;
                 let password = password_file.as_deref().map(read_password).transpose()?;
+                app_bals.insert(bal.bal.clone());
                 (Arc::new(TokenCertResolver::new(certified)), password)
             }
         };
@@ -184,6 +201,8 @@ pub async fn run_mirror(
         lmtp: config.lmtp,
         work,
         delivered: Arc::new(wake_on_delivery),
+        app_bals: Arc::new(app_bals),
+        counters: Arc::clone(&counters),
     };
     // Several LMTP sessions in parallel: each local delivery waits for Dovecot's fsync,
     // and those of different sessions overlap.

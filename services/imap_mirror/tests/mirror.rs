@@ -409,12 +409,20 @@ async fn ex_lps_0710_refused_token_is_evicted_retried_once_then_reauth_required(
     run.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ex_lps_1200_app_bal_mirrors_with_the_org_auth_cli_certificate_and_plain()
--> anyhow::Result<()> {
-    const APP_BAL: &str = "cabinet.app@medecin.mssante.fr";
+const APP_BAL: &str = "cabinet.app@medecin.mssante.fr";
+
+/// An applicative BAL at a Dovecot operator front: the structure's ORG AUTH_CLI key in the
+/// token, certified by the IGC-Santé ORG CA, and the mirror's configuration for it.
+struct AppWorld {
+    env: TestEnv,
+    keystore: Keystore,
+    operator: Dovecot,
+    local: Dovecot,
+    config: MirrorConfig,
+}
+
+async fn app_world() -> anyhow::Result<AppWorld> {
     let env = TestEnv::new()?;
-    // The structure's ORG AUTH_CLI key in the token, certified by the IGC-Santé ORG CA.
     let keystore = Keystore::open(&env.keystore).await?;
     let key = passerelle_keystore::KeyRef::from("org-auth-cli");
     keystore
@@ -444,7 +452,6 @@ async fn ex_lps_1200_app_bal_mirrors_with_the_org_auth_cli_certificate_and_plain
         .extra_config("auth_ssl_username_from_cert = no")
         .user(APP_BAL, "mot-de-passe-operateur")
         .start()?;
-    operator.deliver("secretariat@clinique.mssante.fr", APP_BAL, &message(1))?;
     let local = Dovecot::builder().user(LOCAL, "local-password").start()?;
     let password = secret_file(env.dir.path(), "app.password", "mot-de-passe-operateur")?;
     let config: MirrorConfig = toml::from_str(&format!(
@@ -456,24 +463,130 @@ async fn ex_lps_1200_app_bal_mirrors_with_the_org_auth_cli_certificate_and_plain
         operator.imap_addr(),
         password.display(),
     ))?;
-    let queue = Queue::open_sqlite(env.dir.path().join("inbox"), QueueConfig::default()).await?;
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(run_mirror(
+    Ok(AppWorld {
+        env,
+        keystore,
+        operator,
+        local,
         config,
-        queue,
-        None,
-        Arc::clone(&env.trust),
-        Some(keystore),
-        Arc::new(Counters::default()),
-        stop.clone(),
-    ));
-    wait_for(Duration::from_secs(20), || Ok(local.inbox_count(LOCAL)?), 1)
-        .await
-        .with_context(|| operator.log_tail(30))?;
-    operator.deliver("secretariat@clinique.mssante.fr", APP_BAL, &message(2))?;
-    wait_for(Duration::from_secs(5), || Ok(local.inbox_count(LOCAL)?), 2).await?;
-    stop.cancel();
-    task.await??;
+    })
+}
+
+impl AppWorld {
+    async fn start(&self) -> anyhow::Result<Running> {
+        let queue =
+            Queue::open_sqlite(self.env.dir.path().join("inbox"), QueueConfig::default()).await?;
+        let counters = Arc::new(Counters::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_mirror(
+            self.config.clone(),
+            queue,
+            None,
+            Arc::clone(&self.env.trust),
+            Some(self.keystore.clone()),
+            Arc::clone(&counters),
+            stop.clone(),
+        ));
+        Ok(Running {
+            counters,
+            stop,
+            task,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ex_lps_1200_app_bal_mirrors_with_the_org_auth_cli_certificate_and_plain()
+-> anyhow::Result<()> {
+    let w = app_world().await?;
+    w.operator
+        .deliver("secretariat@clinique.mssante.fr", APP_BAL, &message(1))?;
+    let running = w.start().await?;
+    wait_for(
+        Duration::from_secs(20),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        1,
+    )
+    .await
+    .with_context(|| w.operator.log_tail(30))?;
+    w.operator
+        .deliver("secretariat@clinique.mssante.fr", APP_BAL, &message(2))?;
+    wait_for(
+        Duration::from_secs(5),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        2,
+    )
+    .await?;
+    running.stop.cancel();
+    running.task.await??;
+    Ok(())
+}
+
+/// A mailbox-full DSN and an automatic reply reaching an applicative BAL are recorded as
+/// notices naming the full mailbox / absent correspondent and the BAL's message they are
+/// about; ordinary mail is not a notice; every message is still delivered locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ex_gbm_4430_app_bal_records_mailbox_full_and_out_of_office_notices() -> anyhow::Result<()>
+{
+    let w = app_world().await?;
+    let dsn = "From: MAILER-DAEMON@operateur.mssante.fr\r\nTo: <cabinet.app@medecin.mssante.fr>\r\n\
+               Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n\
+               Message-ID: <dsn-1@operateur.mssante.fr>\r\n\
+               Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n\
+               --b1\r\nContent-Type: text/plain\r\n\r\nMailbox full.\r\n\
+               --b1\r\nContent-Type: message/delivery-status\r\n\r\n\
+               Reporting-MTA: dns; mx.operateur.mssante.fr\r\n\r\n\
+               Final-Recipient: rfc822; dr.plein@medecin.mssante.fr\r\n\
+               Action: failed\r\nStatus: 5.2.2\r\n\r\n\
+               --b1\r\nContent-Type: text/rfc822-headers\r\n\r\n\
+               From: cabinet.app@medecin.mssante.fr\r\nMessage-ID: <resultat-42@medecin.mssante.fr>\r\n\r\n\
+               --b1--\r\n";
+    let vacation = "From: Dr Absent <dr.absent@medecin.mssante.fr>\r\nTo: <cabinet.app@medecin.mssante.fr>\r\n\
+                    Auto-Submitted: auto-replied (vacation)\r\nIn-Reply-To: <resultat-7@medecin.mssante.fr>\r\n\
+                    Message-ID: <auto-1@medecin.mssante.fr>\r\nSubject: Absence\r\n\r\nAbsent.\r\n";
+    w.operator.deliver("", APP_BAL, dsn)?;
+    w.operator
+        .deliver("dr.absent@medecin.mssante.fr", APP_BAL, vacation)?;
+    w.operator
+        .deliver("secretariat@clinique.mssante.fr", APP_BAL, &message(1))?;
+    let running = w.start().await?;
+    wait_for(
+        Duration::from_secs(20),
+        || Ok(w.local.inbox_count(LOCAL)?),
+        3,
+    )
+    .await
+    .with_context(|| w.operator.log_tail(30))?;
+    let counters = Arc::clone(&running.counters);
+    wait_for(
+        Duration::from_secs(5),
+        || Ok(usize::try_from(counters.notices())?),
+        2,
+    )
+    .await?;
+    running.stop.cancel();
+    running.task.await??;
+
+    let mut notices = passerelle_imap_mirror::notices(&w.config.state_db, 10).await?;
+    notices.sort_by(|a, b| a.kind.cmp(&b.kind));
+    ensure!(notices.len() == 2, "{notices:?}");
+    let (full, away) = (&notices[0], &notices[1]);
+    ensure!(
+        full.bal == APP_BAL && full.kind == "mailbox-full",
+        "{full:?}"
+    );
+    ensure!(full.address == "dr.plein@medecin.mssante.fr", "{full:?}");
+    ensure!(full.status.as_deref() == Some("5.2.2"), "{full:?}");
+    ensure!(
+        full.original_message_id.as_deref() == Some("resultat-42@medecin.mssante.fr"),
+        "{full:?}"
+    );
+    ensure!(away.kind == "out-of-office", "{away:?}");
+    ensure!(away.address == "dr.absent@medecin.mssante.fr", "{away:?}");
+    ensure!(
+        away.original_message_id.as_deref() == Some("resultat-7@medecin.mssante.fr"),
+        "{away:?}"
+    );
     Ok(())
 }
 

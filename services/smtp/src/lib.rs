@@ -7,6 +7,8 @@
 //! - [`client`]: [`SmtpClient`] with mandatory STARTTLS before AUTH or mail (TLS-05),
 //!   AUTH PLAIN / XOAUTH2 with SASL-IR (EX_LPS_0700/0900), per-recipient results, LMTP.
 //! - [`dsn`]: RFC 3464 delivery status notifications.
+//! - [`notice`]: mailbox-full DSNs and automatic replies received by an applicative BAL
+//!   (EX_GBM_4430).
 //!
 //! The crate knows nothing of queues or the daemon.
 
@@ -14,6 +16,7 @@ pub mod client;
 pub mod dsn;
 mod error;
 mod io;
+pub mod notice;
 mod reply;
 pub mod server;
 
@@ -22,6 +25,7 @@ pub use client::{
 };
 pub use dsn::{Dsn, DsnAction, DsnRecipient, build_dsn};
 pub use error::{ErrorKind, SmtpError};
+pub use notice::{Notice, classify as classify_notice};
 pub use reply::Reply;
 pub use server::{
     AuthDecision, AuthMechanism, Envelope, Handler, MailFrom, ServerConfig, SessionInfo, TlsInfo,
