@@ -69,6 +69,7 @@ pub use sender::{Route, Sender};
 pub use serve::{serve, serve_with};
 pub use status::{
     BillingStatus, CrlOutcome, CrlStatus, LotDetail, PollOutcome, PollReport, RESENDABLE, Resent,
+    mark_for_resend,
 };
 
 /// The queue kind of lots waiting to be encrypted and sent; the idempotency key is the lot id.

@@ -255,9 +255,14 @@ fn not_resendable(state: LotState) -> &'static str {
     }
 }
 
-/// [`BillingStatus::resend`] over an intake (the CLI has no daemon state).
-pub async fn resend(intake: &Intake, id: &LotId) -> Result<Resent, BillingError> {
-    let Some(lot) = intake.store.get(id).await? else {
+/// [`BillingStatus::resend`] without the queue: the lot is put back to `received` (a new
+/// round) and the running daemon's sender queues it at its next pass (it re-queues every
+/// `received` lot, idempotently). This is what `passerelle sesam resend` does from another
+/// process: it must not open the daemon's queue (one `Queue` per directory), while the lot
+/// store is SQLite in WAL mode with a busy timeout and the reopen is one conditional
+/// `UPDATE`, so the CLI and the daemon can write it at the same time.
+pub async fn mark_for_resend(store: &LotStore, id: &LotId) -> Result<Resent, BillingError> {
+    let Some(lot) = store.get(id).await? else {
         return Err(BillingError::UnknownLot {
             lot: id.to_string(),
         });
@@ -270,20 +275,17 @@ pub async fn resend(intake: &Intake, id: &LotId) -> Result<Resent, BillingError>
         });
     }
     // The content is kept until the lot is acknowledged; check it before promising a resend.
-    intake.store.content(id).await?;
+    store.content(id).await?;
     let reason = format!(
         "resend asked by the operator (was {}): the same content, encrypted again",
         lot.state
     );
-    match intake.store.reopen(id, &RESENDABLE, &reason).await? {
-        Ok(round) => {
-            intake.enqueue(id, round).await?;
-            Ok(Resent {
-                lot: id.clone(),
-                from: lot.state,
-                round,
-            })
-        }
+    match store.reopen(id, &RESENDABLE, &reason).await? {
+        Ok(round) => Ok(Resent {
+            lot: id.clone(),
+            from: lot.state,
+            round,
+        }),
         // Changed under us (an ARL, the daemon): say what it is now.
         Err(state) => Err(BillingError::ResendRefused {
             lot: id.to_string(),
@@ -291,4 +293,10 @@ pub async fn resend(intake: &Intake, id: &LotId) -> Result<Resent, BillingError>
             why: not_resendable(state),
         }),
     }
+}
+
+async fn resend(intake: &Intake, id: &LotId) -> Result<Resent, BillingError> {
+    let resent = mark_for_resend(&intake.store, id).await?;
+    intake.enqueue(id, resent.round).await?;
+    Ok(resent)
 }
