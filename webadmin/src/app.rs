@@ -19,7 +19,7 @@ use crate::config::WebadminConfig;
 use crate::db::{AuditEntry, Db, now};
 use crate::i18n::{Lang, cookie};
 use crate::services::AdminServices;
-use crate::{assets, pages};
+use crate::{assets, billing, mail, pages, updates};
 
 /// Who may reach a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,8 +100,38 @@ pub const ROUTES: &[RouteSpec] = &[
         access: Access::Authenticated,
     },
     RouteSpec {
+        path: "/messagerie/test",
+        method: "POST",
+        access: Access::Authenticated,
+    },
+    RouteSpec {
+        path: "/messagerie/psc",
+        method: "POST",
+        access: Access::Authenticated,
+    },
+    RouteSpec {
+        path: "/messagerie/psc/callback",
+        method: "GET",
+        access: Access::Public,
+    },
+    RouteSpec {
+        path: "/messagerie/psc/fin",
+        method: "GET",
+        access: Access::Authenticated,
+    },
+    RouteSpec {
+        path: "/messagerie/bal",
+        method: "POST",
+        access: Access::Authenticated,
+    },
+    RouteSpec {
         path: "/facturation",
         method: "GET",
+        access: Access::Authenticated,
+    },
+    RouteSpec {
+        path: "/facturation/renvoyer",
+        method: "POST",
         access: Access::Authenticated,
     },
     RouteSpec {
@@ -150,6 +180,21 @@ pub const ROUTES: &[RouteSpec] = &[
         access: Access::Authenticated,
     },
     RouteSpec {
+        path: "/mises-a-jour/verifier",
+        method: "POST",
+        access: Access::Authenticated,
+    },
+    RouteSpec {
+        path: "/mises-a-jour/installer",
+        method: "POST",
+        access: Access::Authenticated,
+    },
+    RouteSpec {
+        path: "/mises-a-jour/progression",
+        method: "GET",
+        access: Access::Authenticated,
+    },
+    RouteSpec {
         path: "/journal",
         method: "GET",
         access: Access::Authenticated,
@@ -168,8 +213,14 @@ fn handler(spec: &RouteSpec) -> MethodRouter<AppState> {
         ("POST", "/logout") => post(pages::logout),
         ("GET", "/") => get(pages::dashboard),
         ("GET", "/events") => get(pages::events),
-        ("GET", "/messagerie") => get(pages::messagerie),
-        ("GET", "/facturation") => get(pages::facturation),
+        ("GET", "/messagerie") => get(mail::messagerie),
+        ("POST", "/messagerie/test") => post(mail::test),
+        ("POST", "/messagerie/psc") => post(mail::psc_start),
+        ("GET", "/messagerie/psc/callback") => get(mail::psc_callback),
+        ("GET", "/messagerie/psc/fin") => get(mail::psc_finish),
+        ("POST", "/messagerie/bal") => post(mail::add_bal),
+        ("GET", "/facturation") => get(billing::facturation),
+        ("POST", "/facturation/renvoyer") => post(billing::resend),
         ("GET", "/cartes") => get(pages::cartes),
         ("POST", "/cartes/pin") => post(pages::cartes_pin),
         ("GET", "/cles") => get(pages::keys),
@@ -180,7 +231,10 @@ fn handler(spec: &RouteSpec) -> MethodRouter<AppState> {
         }
         ("GET", "/liste-blanche") => get(pages::liste_blanche),
         ("GET", "/annuaire") => get(pages::annuaire),
-        ("GET", "/mises-a-jour") => get(pages::mises_a_jour),
+        ("GET", "/mises-a-jour") => get(updates::mises_a_jour),
+        ("POST", "/mises-a-jour/verifier") => post(updates::check_now),
+        ("POST", "/mises-a-jour/installer") => post(updates::install),
+        ("GET", "/mises-a-jour/progression") => get(updates::progress),
         ("GET", "/journal") => get(pages::journal),
         (method, path) => unreachable!("route table row without handler: {method} {path}"),
     }
@@ -196,6 +250,8 @@ pub struct Inner {
     pub config: WebadminConfig,
     pub db: Db,
     pub services: AdminServices,
+    /// PSC sign-ins waiting for their redirect back, by `state`.
+    pub psc_pending: mail::Pending,
 }
 
 impl std::ops::Deref for AppState {

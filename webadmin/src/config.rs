@@ -29,6 +29,17 @@ pub struct WebadminConfig {
     pub idle_timeout: Duration,
     #[serde(default)]
     pub lockout: LockoutPolicy,
+    /// Pro Santé Connect authorize endpoint for the BAL sign-in (e.g.
+    /// `https://wallet.esw.esante.gouv.fr/auth`); no sign-in button without it.
+    #[serde(default)]
+    pub psc_authorize_url: Option<String>,
+    /// The redirect URI registered with PSC (`https://<box>/messagerie/psc/callback`);
+    /// by default built from the address the browser used.
+    #[serde(default)]
+    pub psc_redirect_uri: Option<String>,
+    /// Scopes asked at the sign-in.
+    #[serde(default = "default_psc_scope")]
+    pub psc_scope: String,
     /// Interval of the queue samples behind the 24 h charts.
     #[serde(default = "default_sample_interval", with = "humantime_serde")]
     pub sample_interval: Duration,
@@ -56,6 +67,10 @@ impl Default for LockoutPolicy {
     }
 }
 
+fn default_psc_scope() -> String {
+    "openid scope_all".to_owned()
+}
+
 fn default_session_lifetime() -> Duration {
     Duration::from_secs(8 * 3600)
 }
@@ -80,6 +95,9 @@ impl WebadminConfig {
             idle_timeout: default_idle_timeout(),
             lockout: LockoutPolicy::default(),
             sample_interval: default_sample_interval(),
+            psc_authorize_url: None,
+            psc_redirect_uri: None,
+            psc_scope: default_psc_scope(),
         }
     }
 }

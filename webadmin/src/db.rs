@@ -344,6 +344,48 @@ impl Db {
     }
 }
 
+/// One line of the update history.
+#[derive(Clone, Debug)]
+pub struct UpdateEvent {
+    pub at: i64,
+    pub event: String,
+    pub detail: String,
+}
+
+impl Db {
+    pub async fn record_update_event(&self, event: &str, detail: &str) -> Result<()> {
+        sqlx::query("INSERT INTO update_history (at, event, detail) VALUES (?1, ?2, ?3)")
+            .bind(now())
+            .bind(event)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        // The page shows the recent attempts; older lines go.
+        sqlx::query(
+            "DELETE FROM update_history WHERE id <= (SELECT MAX(id) FROM update_history) - 1000",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_events(&self, limit: i64) -> Result<Vec<UpdateEvent>> {
+        let rows =
+            sqlx::query("SELECT at, event, detail FROM update_history ORDER BY id DESC LIMIT ?1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UpdateEvent {
+                at: r.get(0),
+                event: r.get(1),
+                detail: r.get(2),
+            })
+            .collect())
+    }
+}
+
 async fn insert_user(conn: &mut SqliteConnection, name: &str, phc: &str) -> Result<()> {
     sqlx::query("INSERT INTO users (name, phc, created_at) VALUES (?1, ?2, ?3)")
         .bind(name)

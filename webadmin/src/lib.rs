@@ -13,15 +13,18 @@
 mod app;
 mod assets;
 mod auth;
+mod billing;
 mod certs;
 mod charts;
 mod config;
 mod db;
 mod error;
 mod i18n;
+mod mail;
 mod pages;
 mod server;
 mod services;
+mod updates;
 
 pub use app::{Access, CSP, MAX_CERT_UPLOAD_BYTES, ROUTES, RouteSpec};
 pub use config::{LockoutPolicy, WebadminConfig};

@@ -21,7 +21,7 @@ use crate::db::{AuditFilter, SetupRecord, now};
 use crate::i18n::{Lang, cookie};
 
 /// Field name → catalogue key of its error.
-type Errors = BTreeMap<&'static str, &'static str>;
+pub(crate) type Errors = BTreeMap<&'static str, &'static str>;
 
 const NAV: &[(&str, &str)] = &[
     ("/", "nav.dashboard"),
@@ -60,7 +60,7 @@ fn document(lang: Lang, title: &str, body: &Markup) -> Markup {
     }
 }
 
-fn layout(lang: Lang, current: &str, session: &Session, body: &Markup) -> Html<String> {
+pub(crate) fn layout(lang: Lang, current: &str, session: &Session, body: &Markup) -> Html<String> {
     let title = NAV
         .iter()
         .find(|(p, _)| *p == current)
@@ -95,7 +95,7 @@ fn layout(lang: Lang, current: &str, session: &Session, body: &Markup) -> Html<S
     )
 }
 
-fn field_error(lang: Lang, errors: &Errors, name: &str) -> Markup {
+pub(crate) fn field_error(lang: Lang, errors: &Errors, name: &str) -> Markup {
     html! {
         @if let Some(key) = errors.get(name) {
             p.error id={ "err-" (name) } { (lang.t(key)) }
@@ -103,11 +103,11 @@ fn field_error(lang: Lang, errors: &Errors, name: &str) -> Markup {
     }
 }
 
-fn coming(lang: Lang, what: &str) -> Markup {
+pub(crate) fn coming(lang: Lang, what: &str) -> Markup {
     html! { p.notice { (lang.t("coming")) " " (lang.t(what)) } }
 }
 
-fn format_ts(secs: i64) -> String {
+pub(crate) fn format_ts(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs).map_or_else(
         |_| secs.to_string(),
         |t| {
@@ -124,7 +124,7 @@ fn format_ts(secs: i64) -> String {
     )
 }
 
-fn format_age(d: Duration) -> String {
+pub(crate) fn format_age(d: Duration) -> String {
     let s = d.as_secs();
     if s < 120 {
         format!("{s} s")
@@ -267,7 +267,7 @@ fn valid_user(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn valid_host(name: &str) -> bool {
+pub(crate) fn valid_host(name: &str) -> bool {
     name.parse::<std::net::IpAddr>().is_ok()
         || (!name.is_empty()
             && name.len() <= 253
@@ -332,7 +332,7 @@ fn validate_setup(form: &SetupForm) -> Errors {
     errors
 }
 
-fn write_pin(path: &std::path::Path, pin: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret(path: &std::path::Path, pin: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("part");
@@ -369,7 +369,7 @@ pub async fn setup_submit(
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     if let Some(pin_file) = &state.config.token_pin_file
-        && let Err(e) = write_pin(pin_file, &form.pin)
+        && let Err(e) = write_secret(pin_file, &form.pin)
     {
         tracing::error!(path = %pin_file.display(), error = %e, "writing the token PIN file");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -628,6 +628,8 @@ pub async fn dashboard(
             passerelle_liste_blanche::ListeBlancheState::Verified { .. } => {}
         }
     }
+    alerts.extend(service_alerts(&state, lang).await);
+    let links = link_rows(&state, lang);
     let total: u64 = match &metrics {
         Some(Ok(m)) => m.kinds.iter().map(|k| k.depth).sum(),
         _ => 0,
@@ -636,7 +638,15 @@ pub async fn dashboard(
         section.card {
             h2 { (lang.t("dash.live")) }
             p { (lang.t("dash.total")) " : " strong data-live="total" id="live-total" { (total) } }
-            p.muted { (lang.t("dash.link")) " — " (lang.t("coming")) " " (lang.t("coming.link")) }
+            h2 { (lang.t("dash.link")) }
+            @if links.is_empty() { p.muted { (lang.t("coming")) " " (lang.t("coming.link")) } }
+            @else {
+                table id="links" {
+                    @for (name, ok, text) in &links {
+                        tr { td { (lang.t("dash.upstream")) " — " span.mono { (name) } } td class=(if *ok { "ok" } else { "bad" }) { (text) } }
+                    }
+                }
+            }
         }
         section.card {
             h2 { (lang.t("dash.alerts")) }
@@ -661,9 +671,84 @@ pub async fn dashboard(
             h2 { (lang.t("dash.chart")) }
             @if samples.is_empty() { p.muted { (lang.t("dash.no_samples")) } }
             @else { (charts::depth_chart(&samples, now())) }
+            h2 { (lang.t("dash.oldest_chart")) }
+            @if samples.is_empty() { p.muted { (lang.t("dash.no_samples")) } }
+            @else { (charts::oldest_chart(&samples, now())) }
         }
     };
     layout(lang, "/", &session, &body).into_response()
+}
+
+/// Per BAL: whether the operator's front is reachable and usable (API LPS delivery state).
+fn link_rows(state: &AppState, lang: Lang) -> Vec<(String, bool, String)> {
+    use passerelle_api_lps::BalState;
+    let Some(mail) = &state.services.mail else {
+        return Vec::new();
+    };
+    mail.bals()
+        .iter()
+        .map(|d| {
+            let name = d.upstream.bal().name.clone();
+            match &*d.state().borrow() {
+                BalState::Online => (name, true, lang.t("mail.online").to_owned()),
+                BalState::Offline => (name, false, lang.t("mail.offline").to_owned()),
+                BalState::ReauthRequired(_) => (name, false, lang.t("mail.reauth").to_owned()),
+            }
+        })
+        .collect()
+}
+
+/// Alerts of the mail, PSC, billing and update services.
+async fn service_alerts(state: &AppState, lang: Lang) -> Vec<String> {
+    let mut alerts = Vec::new();
+    let mut reauth: Vec<String> = Vec::new();
+    if let Some(psc) = &state.services.psc {
+        for s in psc.sessions() {
+            if matches!(s.state, passerelle_psc::SessionState::ReauthRequired { .. }) {
+                reauth.push(s.bal);
+            }
+        }
+    }
+    if let Some(mail) = &state.services.mail {
+        for d in mail.bals() {
+            let bal = d.upstream.bal();
+            match &*d.state().borrow() {
+                passerelle_api_lps::BalState::ReauthRequired(_) => {
+                    if !reauth.contains(&bal.address) {
+                        reauth.push(bal.address.clone());
+                    }
+                }
+                passerelle_api_lps::BalState::Offline => {
+                    alerts.push(format!("{} {}", lang.t("alert.bal_offline"), bal.name));
+                }
+                passerelle_api_lps::BalState::Online => {}
+            }
+        }
+    }
+    for bal in reauth {
+        alerts.push(format!("{} {bal}", lang.t("alert.reauth")));
+    }
+    if let Some(billing) = &state.services.billing {
+        match billing.overdue().await {
+            Ok(lots) if !lots.is_empty() => {
+                alerts.push(format!("{} {}", lots.len(), lang.t("alert.arl_overdue")));
+            }
+            Ok(_) => {}
+            Err(e) => alerts.push(format!("{} : {e}", lang.t("err.service"))),
+        }
+        if billing.crl_alert() {
+            alerts.push(lang.t("alert.crl").to_owned());
+        }
+    }
+    if let Some(updates) = &state.services.updates
+        && matches!(
+            *updates.status.borrow(),
+            passerelle_updater::service::UpdateStatus::FellBack(_)
+        )
+    {
+        alerts.push(lang.t("alert.update_fell_back").to_owned());
+    }
+    alerts
 }
 
 /// Token certificates expired or expiring within 30 days.
@@ -737,28 +822,6 @@ pub async fn events(
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-// ---------------------------------------------------------------- capabilities not landed yet
-
-pub async fn messagerie(
-    Extension(lang): Extension<Lang>,
-    Extension(session): Extension<Session>,
-) -> Response {
-    layout(lang, "/messagerie", &session, &coming(lang, "coming.mail")).into_response()
-}
-
-pub async fn facturation(
-    Extension(lang): Extension<Lang>,
-    Extension(session): Extension<Session>,
-) -> Response {
-    layout(
-        lang,
-        "/facturation",
-        &session,
-        &coming(lang, "coming.billing"),
-    )
-    .into_response()
 }
 
 /// What a PIN submission left to show on the Cartes CPS page.
@@ -994,19 +1057,6 @@ fn card_counts(readers: &[passerelle_cards::ReaderStatus]) -> (usize, usize) {
         readers.len(),
         readers.iter().filter(|r| r.card.is_some()).count(),
     )
-}
-
-pub async fn mises_a_jour(
-    Extension(lang): Extension<Lang>,
-    Extension(session): Extension<Session>,
-) -> Response {
-    layout(
-        lang,
-        "/mises-a-jour",
-        &session,
-        &coming(lang, "coming.updates"),
-    )
-    .into_response()
 }
 
 // ---------------------------------------------------------------- keys and certificates

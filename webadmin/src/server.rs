@@ -79,6 +79,7 @@ impl Webadmin {
                     config,
                     db,
                     services,
+                    psc_pending: crate::mail::Pending::default(),
                 }),
             },
             tls: Arc::new(tls),
@@ -105,6 +106,12 @@ impl Webadmin {
             let _ = stop_tx.send(true);
         });
         let sampler = tokio::spawn(sample_loop(self.state.clone(), stop_rx.clone()));
+        let update_history = self.state.services.updates.as_ref().map(|u| {
+            tokio::spawn(crate::updates::record_history(
+                self.state.db.clone(),
+                u.status.clone(),
+            ))
+        });
         let redirect = self.http.map(|listener| {
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
@@ -147,6 +154,9 @@ impl Webadmin {
         .await;
         connections.abort_all();
         sampler.abort();
+        if let Some(h) = update_history {
+            h.abort();
+        }
         if let Some(r) = redirect {
             let _ = r.await;
         }

@@ -34,6 +34,14 @@ pub struct AdminServices {
     pub liste_blanche: Option<passerelle_liste_blanche::ListeBlancheHandle>,
     pub annuaire: Option<Arc<passerelle_annuaire::Cache>>,
     pub cards: Option<passerelle_cards::CardService>,
+    /// Practice mail (API LPS): per-BAL state, connection test, added applicative BALs.
+    pub mail: Option<passerelle_api_lps::MailHandle>,
+    /// Pro Santé Connect sessions and the interactive login.
+    pub psc: Option<passerelle_psc::Psc>,
+    /// Billing lots, ARLs, CRLs, resend.
+    pub billing: Option<passerelle_billing::BillingStatus>,
+    /// The updater: version, slot, status, commands.
+    pub updates: Option<passerelle_updater::service::Handle>,
 }
 
 impl fmt::Debug for AdminServices {
@@ -45,6 +53,10 @@ impl fmt::Debug for AdminServices {
             .field("liste_blanche", &self.liste_blanche.is_some())
             .field("annuaire", &self.annuaire.is_some())
             .field("cards", &self.cards.is_some())
+            .field("mail", &self.mail.is_some())
+            .field("psc", &self.psc.is_some())
+            .field("billing", &self.billing.is_some())
+            .field("updates", &self.updates.is_some())
             .finish()
     }
 }

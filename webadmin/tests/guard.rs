@@ -62,7 +62,9 @@ async fn setup_is_open_only_until_done_then_every_route_needs_a_session() -> any
         (StatusCode::FOUND, Some("/login"))
     );
 
-    // The only public routes are the login form and its assets.
+    // The only public routes are the login form and its assets, and the PSC callback, which
+    // only bounces the browser to a route that needs the session (its cookie is
+    // SameSite=Strict, so PSC's cross-site redirect arrives without it).
     let public: Vec<(&str, &str)> = ROUTES
         .iter()
         .filter(|r| r.access == Access::Public)
@@ -74,7 +76,8 @@ async fn setup_is_open_only_until_done_then_every_route_needs_a_session() -> any
             ("GET", "/static/app.css"),
             ("GET", "/static/app.js"),
             ("GET", "/login"),
-            ("POST", "/login")
+            ("POST", "/login"),
+            ("GET", "/messagerie/psc/callback"),
         ]
     );
 
