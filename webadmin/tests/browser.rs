@@ -416,3 +416,213 @@ async fn browser_cps_pin_entry_on_the_cards_page() -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+
+/// Polls the text of `css` until it contains `want`.
+async fn wait_text(b: &Browser, css: &str, want: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(el) = b.client.find(Locator::Css(css)).await {
+            let text = el.text().await.unwrap_or_default();
+            if text.contains(want) {
+                return Ok(text);
+            }
+            if Instant::now() > deadline {
+                bail!("{css}: {text:?} never contained {want:?}");
+            }
+        } else if Instant::now() > deadline {
+            bail!("{css} never appeared");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_oa_07_messagerie_psc_sign_in_connection_test_and_app_bal() -> anyhow::Result<()> {
+    use common::fixtures::{MailFixture, PER_BAL, PscFixture};
+    let mail = MailFixture::start().await?;
+    let psc = PscFixture::start(&mail.pki).await?;
+    psc.fake.set_next_login(PER_BAL, "899700218896");
+    psc.psc
+        .mark_reauth_required(PER_BAL, "PSC refused the refresh token")
+        .await?;
+    let services = AdminServices {
+        queue: Some(std::sync::Arc::clone(&mail.queue)
+            as std::sync::Arc<dyn passerelle_webadmin::QueueMetricsSource>),
+        keystore: Some(psc.keystore.clone()),
+        mail: Some(mail.handle.clone()),
+        psc: Some(psc.psc.clone()),
+        ..AdminServices::default()
+    };
+    let authorize = psc.fake.authorize_url();
+    let server = TestServer::start_with(services, move |c| {
+        c.psc_authorize_url = Some(authorize);
+    })
+    .await?;
+    let base = format!("https://127.0.0.1:{}", server.https.port());
+    let b = Browser::start("messagerie").await?;
+    setup_in_browser(&b, &base).await?;
+    b.login(&base, PASSWORD).await?;
+    b.wait_for("nav").await?;
+
+    b.client.goto(&format!("{base}/messagerie")).await?;
+    b.wait_for("#bals").await?;
+    let text = b.text().await?;
+    assert!(
+        text.contains("connectée") && text.contains("ré-authentification requise"),
+        "{text}"
+    );
+    b.shot("messagerie").await?;
+
+    // Test a connection: the real Postfix, STARTTLS, client certificate, AUTH PLAIN.
+    b.click("test-app").await?;
+    let notice = wait_text(&b, "#notice", "Connexion réussie").await?;
+    assert!(
+        notice.contains("mail.operateur-a.mssante.fr") && notice.contains("PLAIN"),
+        "{notice}"
+    );
+    b.shot("messagerie-test").await?;
+
+    // Sign in the PER BAL with (the fake) Pro Santé Connect: authorize, consent, callback.
+    b.click("psc-dr").await?;
+    b.wait_for("#psc-approve").await?;
+    assert!(
+        b.client
+            .current_url()
+            .await?
+            .path()
+            .ends_with("/openid-connect/auth")
+    );
+    b.shot("psc-consent").await?;
+    b.click("psc-approve").await?;
+    let notice = wait_text(&b, "#notice", "Connexion Pro Santé Connect enregistrée").await?;
+    assert!(notice.contains(PER_BAL), "{notice}");
+    assert_eq!(b.client.current_url().await?.path(), "/messagerie/psc/fin");
+    assert_eq!(
+        psc.psc.session(PER_BAL),
+        Some(passerelle_psc::SessionState::Active)
+    );
+    assert_eq!(psc.fake.code_exchanges(), 1);
+    assert!(b.text().await?.contains("session active"));
+    b.shot("messagerie-psc-done").await?;
+
+    // Add an applicative BAL with the token's ORG AUTH_CLI certificate: a wrong port first.
+    b.client.goto(&format!("{base}/messagerie")).await?;
+    b.fill("bal-name", "compta").await?;
+    b.fill("bal-address", "compta@cabinet.medecin.mssante.fr")
+        .await?;
+    b.fill("bal-password", "mot-de-passe-operateur").await?;
+    b.fill("bal-host", "mail.operateur-a.mssante.fr").await?;
+    b.fill("bal-port", "0").await?;
+    b.click("add-bal-submit").await?;
+    b.wait_for("#err-port").await?;
+    b.shot("messagerie-add-error").await?;
+    b.fill("bal-port", "587").await?;
+    b.fill("bal-password", "mot-de-passe-operateur").await?;
+    b.click("add-bal-submit").await?;
+    let notice = wait_text(&b, "#notice", "appliqué au prochain redémarrage").await?;
+    assert!(notice.contains("compta"), "{notice}");
+    b.wait_for("#bal-compta").await?;
+    assert!(
+        passerelle_api_lps::BalOverlay::load(&mail.overlay)?
+            .bals
+            .iter()
+            .any(|o| o.bal.name == "compta")
+    );
+    b.shot("messagerie-bal-added").await?;
+
+    b.client.clone().close().await?;
+    server.stop().await;
+    mail.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_facturation_resend_and_mises_a_jour_check_install_with_live_progress()
+-> anyhow::Result<()> {
+    use common::fixtures::{BillingFixture, UpdaterFixture};
+    let billing = BillingFixture::start().await?;
+    let updater = UpdaterFixture::start();
+    let services = AdminServices {
+        billing: Some(billing.status.clone()),
+        updates: Some(updater.handle.clone()),
+        ..AdminServices::default()
+    };
+    let server = TestServer::start(services, LockoutPolicy::default()).await?;
+    let base = format!("https://127.0.0.1:{}", server.https.port());
+    let b = Browser::start("billing-updates").await?;
+    setup_in_browser(&b, &base).await?;
+    b.login(&base, PASSWORD).await?;
+    b.wait_for("nav").await?;
+
+    // Facturation: the rejected lot, its history, then Renvoyer.
+    b.client.goto(&format!("{base}/facturation")).await?;
+    b.wait_for("#lots").await?;
+    let text = b.text().await?;
+    assert!(
+        text.contains("rejeté") && text.contains("acquitté"),
+        "{text}"
+    );
+    b.shot("facturation").await?;
+    b.client
+        .goto(&format!("{base}/facturation?lot={}", billing.rejected))
+        .await?;
+    b.wait_for("#history").await?;
+    b.shot("facturation-history").await?;
+    b.click(&format!("resend-{}", billing.rejected)).await?;
+    wait_text(&b, "#notice", "Lot remis en envoi").await?;
+    assert_eq!(
+        billing
+            .status
+            .lot(&billing.rejected)
+            .await?
+            .expect("lot")
+            .lot
+            .state,
+        passerelle_billing::LotState::Received
+    );
+    b.shot("facturation-resent").await?;
+
+    // Mises à jour: check now, the bar follows the updater live (SSE), then install.
+    b.client.goto(&format!("{base}/mises-a-jour")).await?;
+    b.wait_for("#update-live").await?;
+    assert!(b.text().await?.contains("1.2.0"));
+    b.click("update-check").await?;
+    wait_text(&b, "#notice", "Vérification demandée").await?;
+    wait_text(
+        &b,
+        "#update-state",
+        "vérification et téléchargement en cours",
+    )
+    .await?;
+    b.shot("mises-a-jour-checking").await?;
+    updater.release.notify_one();
+    // No reload: the page's event stream brings the new state.
+    wait_text(&b, "#update-state", "prête").await?;
+    let value = b
+        .client
+        .find(Locator::Id("update-progress"))
+        .await?
+        .attr("value")
+        .await?;
+    assert_eq!(value.as_deref(), Some("100"));
+    b.shot("mises-a-jour-armed").await?;
+    b.client.goto(&format!("{base}/mises-a-jour")).await?;
+    b.click("update-install").await?;
+    wait_text(&b, "#notice", "Installation demandée").await?;
+    assert_eq!(updater.reboots.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let history = b
+        .client
+        .find(Locator::Id("update-history"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        history.contains("armed") && history.contains("1.3.0"),
+        "{history}"
+    );
+    b.shot("mises-a-jour-install").await?;
+
+    b.client.clone().close().await?;
+    server.stop().await;
+    Ok(())
+}

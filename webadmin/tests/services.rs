@@ -61,7 +61,9 @@ async fn messagerie_shows_each_bal_tests_a_connection_against_postfix_and_adds_a
         ..AdminServices::default()
     })
     .await?;
-    let page = c.get("/messagerie").await?;
+    let page = c.get("/messagerie?lang=en").await?;
+    assert!(page.body.contains("Mailboxes (BALs)") && page.body.contains("Test the connection"));
+    let page = c.get("/messagerie?lang=fr").await?;
     assert_eq!(page.status, StatusCode::OK);
     for marker in ["id=\"bal-app\"", "id=\"bal-dr\"", "connectée"] {
         assert!(page.body.contains(marker), "{marker}: {}", page.body);
@@ -301,6 +303,10 @@ async fn facturation_lists_filters_shows_history_and_resends_a_rejected_lot() ->
     let r = c.get("/facturation?etat=%3Cx%3E").await?;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.body.contains("id=\"err-etat\""));
+    let r = c.get("/facturation?lang=en").await?;
+    assert!(r.body.contains("Lots by state") && r.body.contains("Resend"));
+    let r = c.get("/facturation?lang=fr").await?;
+    assert!(r.body.contains("Lots par état"));
     let r = c.get(&format!("/facturation?lot={rejected}")).await?;
     assert!(r.body.contains("id=\"history\"") && r.body.contains("lot illisible"));
 
@@ -353,7 +359,9 @@ async fn mises_a_jour_checks_then_installs_through_the_updater_handle() -> anyho
         ..AdminServices::default()
     })
     .await?;
-    let r = c.get("/mises-a-jour").await?;
+    let r = c.get("/mises-a-jour?lang=en").await?;
+    assert!(r.body.contains("Check now") && r.body.contains("Running version"));
+    let r = c.get("/mises-a-jour?lang=fr").await?;
     assert!(r.body.contains("1.2.0") && r.body.contains("id=\"update-progress\""));
     let csrf = r.csrf()?;
     let r = c
