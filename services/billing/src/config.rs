@@ -31,6 +31,14 @@ pub struct BillingConfig {
     /// Gzip lots before encrypting them (`…/ZK`).
     #[serde(default)]
     pub compress: bool,
+    /// CRL download locations of the SESAM-Vitale CAs (`ldap://host/<dn>[?attribute]` or
+    /// `http://…`); empty: the CRL distribution points of the stored recipient certificates.
+    #[serde(default)]
+    pub crl_sources: Vec<String>,
+    /// The name that picks this installation's CRL download slot (02:00–22:00 UTC);
+    /// default: the host name.
+    #[serde(default)]
+    pub device_id: Option<String>,
     pub route: RouteConfig,
     pub returns: ReturnsConfig,
 }

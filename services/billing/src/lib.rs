@@ -14,6 +14,7 @@
 //! - [`sender`]: the queue worker that encrypts at send time and mails the lot over the
 //!   caisse route (STARTTLS required).
 //!
+//! - [`crl`]: the AC-FACTURATION CRL downloads on the weekly/daily schedule, with the alert.
 //! - [`status`]: [`BillingStatus`], the handle the web admin reads (see below).
 //!
 //! # The status handle (for the web admin)
@@ -44,6 +45,7 @@
 //! service around it (SQLite, queue, sockets), so the format crate knows nothing of the daemon.
 
 mod config;
+pub mod crl;
 mod error;
 pub mod imap;
 pub mod intake;
@@ -57,6 +59,7 @@ mod serve;
 pub mod status;
 
 pub use config::{AfterConfig, BillingConfig, ReturnsConfig, ReturnsProtocol, RouteConfig};
+pub use crl::CrlWatch;
 pub use error::BillingError;
 pub use imap::{AfterHandling, ImapRoute};
 pub use intake::{Intake, LotMeta, RecipientKind, api_router, scan_spool};

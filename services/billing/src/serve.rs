@@ -12,6 +12,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterConfig, BillingConfig, ReturnsProtocol};
+use crate::crl::CrlWatch;
 use crate::error::BillingError;
 use crate::imap::{AfterHandling, ImapRoute};
 use crate::intake::{Intake, api_router, scan_spool};
@@ -186,71 +187,22 @@ pub async fn serve_with(
     if let Some(addr) = config.relay_listen {
         start_relay(&mut tasks, addr, &intake, &shutdown).await?;
     }
-    let spool = config.spool_dir.clone();
-    let spool_intake = intake.clone();
-    every(&mut tasks, config.spool_interval, &shutdown, move || {
-        let (spool, intake) = (spool.clone(), spool_intake.clone());
-        async move {
-            if let Err(e) = scan_spool(&spool, &intake).await {
-                tracing::warn!(error = %e, "spool scan");
-            }
-        }
-    });
-    every(
-        &mut tasks,
-        config.route.send_interval,
-        &shutdown,
-        move || {
-            let sender = sender.clone();
-            async move {
-                // Lots put back by another process (`passerelle sesam resend`) are queued
-                // here; the key of each round makes this idempotent.
-                if let Err(e) = sender.intake.requeue_received().await {
-                    tracing::warn!(error = %e, "requeueing lots to resend");
-                }
-                if let Err(e) = sender.run_once().await {
-                    tracing::warn!(error = %e, "lot sending");
-                }
-            }
-        },
+    let crl = CrlWatch::new(
+        Arc::clone(&sender.trust),
+        Arc::clone(&sender.certs),
+        config.crl_sources.clone(),
+        &config.device_id.clone().unwrap_or_else(host_name),
+        &config.state_dir,
+        status.clone(),
     );
-    let poll_status = status.clone();
-    let mailbox = Arc::new(mailbox);
-    every(
-        &mut tasks,
-        config.returns.poll_interval,
-        &shutdown,
-        move || {
-            let (returns, mailbox, status) =
-                (returns.clone(), Arc::clone(&mailbox), poll_status.clone());
-            async move {
-                let (route, result) = match &*mailbox {
-                    Mailbox::Pop3(r) => ("pop3", returns.poll_pop3(r).await),
-                    Mailbox::Imap(r) => ("imap", returns.poll_imap(r).await),
-                };
-                if let Err(e) = &result {
-                    tracing::warn!(error = %e, route, "billing mailbox poll");
-                }
-                status.set_last_poll(PollReport::of(route, &result));
-            }
-        },
-    );
-    let (deadline, store) = (config.arl_deadline, intake.store.clone());
-    every(&mut tasks, OVERDUE_CHECK, &shutdown, move || {
-        let store = store.clone();
-        async move {
-            match store.mark_overdue(deadline, SystemTime::now()).await {
-                Ok(late) if !late.is_empty() => {
-                    tracing::warn!(
-                        lots = late.len(),
-                        "ARL missing past the deadline: lots overdue"
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "ARL deadline check"),
-            }
-        }
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        crl.run(stop).await;
+        Ok(())
     });
+    spawn_loops(
+        &mut tasks, config, &intake, sender, returns, mailbox, &status, &shutdown,
+    );
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok(Ok(())) => {}
@@ -265,6 +217,86 @@ pub async fn serve_with(
         }
     }
     Ok(())
+}
+
+/// The periodic loops: spool scan, sending, mailbox poll, ARL deadline.
+#[allow(clippy::too_many_arguments)] // the service's parts, built once by `build`
+fn spawn_loops(
+    tasks: &mut Tasks,
+    config: &BillingConfig,
+    intake: &Intake,
+    sender: Sender,
+    returns: Returns,
+    mailbox: Mailbox,
+    status: &BillingStatus,
+    shutdown: &CancellationToken,
+) {
+    let shutdown = shutdown.clone();
+    let spool = config.spool_dir.clone();
+    let spool_intake = intake.clone();
+    every(tasks, config.spool_interval, &shutdown, move || {
+        let (spool, intake) = (spool.clone(), spool_intake.clone());
+        async move {
+            if let Err(e) = scan_spool(&spool, &intake).await {
+                tracing::warn!(error = %e, "spool scan");
+            }
+        }
+    });
+    every(tasks, config.route.send_interval, &shutdown, move || {
+        let sender = sender.clone();
+        async move {
+            // Lots put back by another process (`passerelle sesam resend`) are queued
+            // here; the key of each round makes this idempotent.
+            if let Err(e) = sender.intake.requeue_received().await {
+                tracing::warn!(error = %e, "requeueing lots to resend");
+            }
+            if let Err(e) = sender.run_once().await {
+                tracing::warn!(error = %e, "lot sending");
+            }
+        }
+    });
+    let poll_status = status.clone();
+    let mailbox = Arc::new(mailbox);
+    every(tasks, config.returns.poll_interval, &shutdown, move || {
+        let (returns, mailbox, status) =
+            (returns.clone(), Arc::clone(&mailbox), poll_status.clone());
+        async move {
+            let (route, result) = match &*mailbox {
+                Mailbox::Pop3(r) => ("pop3", returns.poll_pop3(r).await),
+                Mailbox::Imap(r) => ("imap", returns.poll_imap(r).await),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, route, "billing mailbox poll");
+            }
+            status.set_last_poll(PollReport::of(route, &result));
+        }
+    });
+    let (deadline, store) = (config.arl_deadline, intake.store.clone());
+    every(tasks, OVERDUE_CHECK, &shutdown, move || {
+        let store = store.clone();
+        async move {
+            match store.mark_overdue(deadline, SystemTime::now()).await {
+                Ok(late) if !late.is_empty() => {
+                    tracing::warn!(
+                        lots = late.len(),
+                        "ARL missing past the deadline: lots overdue"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "ARL deadline check"),
+            }
+        }
+    });
+}
+
+/// The host name (the default CRL slot key).
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "passerelle".into())
 }
 
 type Tasks = tokio::task::JoinSet<Result<(), BillingError>>;

@@ -233,6 +233,12 @@ impl BillingStatus {
         resend(self.intake(), id).await
     }
 
+    pub(crate) fn set_crl(&self, crl: Vec<CrlStatus>) {
+        if let Ok(mut c) = self.shared.crl.write() {
+            *c = crl;
+        }
+    }
+
     pub(crate) fn set_last_poll(&self, report: PollReport) {
         if let Ok(mut p) = self.shared.last_poll.write() {
             *p = Some(report);
