@@ -320,10 +320,11 @@ fn bal_state(state: &AppState, lang: Lang, bal: &BalConfig, delivery: &BalState)
         _ => None,
     };
     html! {
+        @let live = format!("bal-{}", bal.name);
         @match delivery {
-            BalState::Online => span.ok { (lang.t("mail.online")) },
-            BalState::Offline => span.bad { (lang.t("mail.offline")) },
-            BalState::ReauthRequired(why) => { span.bad { (lang.t("mail.reauth")) } br; span.muted { (why) } },
+            BalState::Online => span.ok data-live=(live) { (lang.t("mail.online")) },
+            BalState::Offline => span.bad data-live=(live) { (lang.t("mail.offline")) },
+            BalState::ReauthRequired(why) => { span.bad data-live=(live) { (lang.t("mail.reauth")) } br; span.muted { (why) } },
         }
         @match psc {
             Some(Some(SessionState::ReauthRequired { .. })) => { br; span.bad { "PSC : " (lang.t("mail.reauth")) } }

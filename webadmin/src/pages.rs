@@ -787,6 +787,7 @@ async fn certificate_alerts(ks: &passerelle_keystore::Keystore, lang: Lang) -> V
 /// card count). The stream ends when the session does (logout, expiry, idle timeout).
 pub async fn events(
     State(state): State<AppState>,
+    Extension(lang): Extension<Lang>,
     Extension(session): Extension<Session>,
 ) -> impl IntoResponse {
     let idle = i64::try_from(state.config.idle_timeout.as_secs()).unwrap_or(i64::MAX);
@@ -811,13 +812,16 @@ pub async fn events(
                     .map_or(0, |m| m.kinds.iter().map(|k| k.depth).sum()),
                 None => 0,
             };
-            let cards = state.services.cards.as_ref().map_or_else(String::new, |c| {
+            let mut data = serde_json::json!({ "total": total, "at": now() });
+            if let Some(c) = &state.services.cards {
                 let (readers, cards) = card_counts(&c.readers());
-                format!(",\"cards\":\"{readers} / {cards}\"")
-            });
-            let event = Event::default()
-                .event("status")
-                .data(format!("{{\"total\":{total},\"at\":{}{cards}}}", now()));
+                data["cards"] = serde_json::json!(format!("{readers} / {cards}"));
+            }
+            // Each BAL's delivery state, for the Messagerie page's state cells.
+            for (name, _, text) in link_rows(&state, lang) {
+                data[format!("bal-{name}")] = serde_json::json!(text);
+            }
+            let event = Event::default().event("status").data(data.to_string());
             Some((Ok::<_, Infallible>(event), (state, session, false)))
         },
     );

@@ -65,7 +65,12 @@ async fn messagerie_shows_each_bal_tests_a_connection_against_postfix_and_adds_a
     assert!(page.body.contains("Mailboxes (BALs)") && page.body.contains("Test the connection"));
     let page = c.get("/messagerie?lang=fr").await?;
     assert_eq!(page.status, StatusCode::OK);
-    for marker in ["id=\"bal-app\"", "id=\"bal-dr\"", "connectée"] {
+    for marker in [
+        "id=\"bal-app\"",
+        "id=\"bal-dr\"",
+        "connectée",
+        "data-live=\"bal-app\"",
+    ] {
         assert!(page.body.contains(marker), "{marker}: {}", page.body);
     }
     let csrf = page.csrf()?;

@@ -281,3 +281,120 @@ impl BalOverlay {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeliveryConfig, DnsConfig, Limits, LocalAccount};
+
+    fn config() -> PracticeMailConfig {
+        PracticeMailConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            hostname: "passerelle.cabinet.local".into(),
+            device_key_label: "device".into(),
+            x_mss_nil: "NIL".into(),
+            server_profile: "mssante-server".into(),
+            accounts: vec![LocalAccount {
+                user: "alice".into(),
+                password_hash: "$argon2id$x".into(),
+                mailbox: "alice@cabinet.local".into(),
+                bals: vec![],
+            }],
+            bals: vec![],
+            limits: Limits::default(),
+            dsn_lmtp: "127.0.0.1:24".parse().expect("addr"),
+            dns: DnsConfig::default(),
+            delivery: DeliveryConfig::default(),
+        }
+    }
+
+    fn app(name: &str, address: &str) -> OverlayBal {
+        OverlayBal {
+            bal: BalConfig {
+                name: name.into(),
+                address: address.into(),
+                kind: BalKind::App,
+                client_key_label: Some("org".into()),
+                password_file: Some("/data/bal.password".into()),
+                submission: None,
+                connections: 2,
+            },
+            accounts: vec!["alice".into()],
+        }
+    }
+
+    #[test]
+    fn the_overlay_round_trips_and_merges_into_the_configuration() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("bal-overlay.json");
+        assert_eq!(
+            BalOverlay::load(&path).expect("missing is empty"),
+            BalOverlay::default()
+        );
+        let overlay = BalOverlay {
+            bals: vec![app("compta", "compta@cabinet.mssante.fr")],
+        };
+        overlay.save(&path).expect("save");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).expect("meta").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let loaded = BalOverlay::load(&path).expect("load");
+        assert_eq!(loaded, overlay);
+        let mut config = config();
+        loaded.apply(&mut config).expect("apply");
+        assert_eq!(config.bals.len(), 1);
+        assert_eq!(config.accounts[0].bals, ["compta"]);
+    }
+
+    #[test]
+    fn the_overlay_refuses_duplicates_non_app_bals_unknown_accounts_and_bad_names() {
+        let mut config = config();
+        let overlay = BalOverlay {
+            bals: vec![app("compta", "compta@cabinet.mssante.fr")],
+        };
+        overlay.apply(&mut config).expect("apply");
+        let empty = BalOverlay::default();
+        assert!(
+            empty
+                .check(&config, &app("compta", "x@cabinet.mssante.fr"))
+                .is_err()
+        );
+        assert!(
+            empty
+                .check(&config, &app("autre", "COMPTA@cabinet.mssante.fr"))
+                .is_err()
+        );
+        assert!(
+            empty
+                .check(&config, &app("Autre!", "a@cabinet.mssante.fr"))
+                .is_err()
+        );
+        assert!(
+            empty
+                .check(&config, &app("autre", "pas-une-adresse"))
+                .is_err()
+        );
+        let mut per = app("autre", "a@cabinet.mssante.fr");
+        per.bal.kind = BalKind::Per;
+        assert!(empty.check(&config, &per).is_err());
+        let mut stranger = app("autre", "a@cabinet.mssante.fr");
+        stranger.accounts = vec!["mallory".into()];
+        assert!(empty.check(&config, &stranger).is_err());
+        let mut keyless = app("autre", "a@cabinet.mssante.fr");
+        keyless.bal.client_key_label = None;
+        assert!(empty.check(&config, &keyless).is_err());
+        assert!(
+            empty
+                .check(&config, &app("autre", "a@cabinet.mssante.fr"))
+                .is_ok()
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("o.json");
+        std::fs::write(&path, b"{\"bals\": 3}").expect("write");
+        assert!(
+            BalOverlay::load(&path).is_err(),
+            "garbage is an error, not empty"
+        );
+    }
+}
