@@ -239,6 +239,31 @@ impl TokenKey {
         &self.inner.public
     }
 
+    /// Decrypts `ciphertext` with this RSA key in the token, RSAES-PKCS1-v1_5
+    /// (`CKM_RSA_PKCS`): the key-transport unwrap of a CMS EnvelopedData
+    /// addressed to this key (SESAM-Vitale OCT profile). The plaintext (a
+    /// content key) leaves the token; the private key does not. A padding
+    /// failure is a [`KeystoreError::Pkcs11`]: callers unwrapping CMS keys
+    /// must not tell it apart from a later content failure (Bleichenbacher).
+    pub async fn decrypt_rsa_pkcs1(&self, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        let inner = &self.inner;
+        if !matches!(
+            inner.info.algorithm,
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072
+        ) {
+            return Err(KeystoreError::UnsupportedKey {
+                token: inner.worker.token().to_owned(),
+                key: inner.info.label.clone(),
+                reason: "RSA decryption needs an RSA key".to_owned(),
+            });
+        }
+        let (handle, label, data) = (inner.handle, inner.info.label.clone(), ciphertext.to_vec());
+        inner
+            .worker
+            .call(move |t| t.decrypt_rsa_pkcs(handle, &label, &data))
+            .await
+    }
+
     /// Signs `message` in the token, hashing as `mechanism` says. ECDSA
     /// returns DER `Ecdsa-Sig-Value`, as X.509 and TLS expect.
     pub(crate) fn sign(&self, mechanism: SignMechanism, message: &[u8]) -> Result<Vec<u8>> {

@@ -629,6 +629,18 @@ impl TokenState {
             .map_err(self.p11(Some(key)))
     }
 
+    /// RSA PKCS#1 v1.5 decryption (`CKM_RSA_PKCS`): a CMS key-transport unwrap.
+    pub(crate) fn decrypt_rsa_pkcs(
+        &mut self,
+        handle: ObjectHandle,
+        key: &str,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.session()
+            .decrypt(&Mechanism::RsaPkcs, handle, data)
+            .map_err(self.p11(Some(key)))
+    }
+
     /// The DER certificate stored with this `CKA_ID`, if any.
     pub(crate) fn certificate(&self, id: &KeyId) -> Result<Option<Vec<u8>>> {
         let key = KeyRef::Id(id.clone());
