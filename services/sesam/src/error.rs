@@ -72,6 +72,16 @@ pub enum SesamError {
     #[error("trust store: {0}")]
     Trust(passerelle_trust::TrustError),
 
+    /// A received CMS envelope (OCT profile) is not one we can open: its shape, or it is
+    /// addressed to another certificate.
+    #[error("received envelope: {why}")]
+    Envelope { why: String },
+
+    /// The envelope could not be decrypted (wrong key or corrupt content; deliberately not
+    /// more precise, see `open`).
+    #[error("received envelope: it could not be decrypted with our key")]
+    Unopenable,
+
     /// The SESAM-Vitale directory could not be read.
     #[error("directory {url}: {why}")]
     Directory { url: String, why: String },
