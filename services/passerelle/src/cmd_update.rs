@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use passerelle_updater::boot::{EntryTemplate, Slot, Slots, SystemdBoot, commit_when_healthy};
 use passerelle_updater::{
     CheckOutcome, DeviceUpdateConfig, MetadataLimits, UpdateError, Version, check,
-    check_and_download,
+    check_and_install,
 };
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +148,8 @@ async fn exec(cmd: UpdateCommand) -> ExitCode {
                 Err(e) => return fail(2, &e),
             };
             let cfg = device_config(device);
-            match check_and_download(&cfg, slots.inactive_path()).await {
+            let retire = || slots.retire_inactive();
+            match check_and_install(&cfg, slots.inactive_path(), retire).await {
                 Ok(CheckOutcome::UpToDate) => {
                     println!("up to date: {}", cfg.current_version);
                     ExitCode::SUCCESS

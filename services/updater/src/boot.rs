@@ -64,6 +64,9 @@ pub trait Slots {
     fn inactive_path(&self) -> &Path;
     /// Boots the inactive slot next, at most `tries` times unless committed.
     fn arm(&self, version: Version, tries: u32) -> Result<(), UpdateError>;
+    /// Removes the inactive slot's boot entries: called before its content is replaced, so a
+    /// power cut during the copy never leaves an entry pointing at a half-written slot.
+    fn retire_inactive(&self) -> Result<(), UpdateError>;
     /// Makes the running slot permanent (called once its services report healthy).
     fn commit(&self) -> Result<(), UpdateError>;
     /// The running slot booted on trial (armed, not committed yet): until it is committed,
@@ -218,18 +221,28 @@ impl Slots for SystemdBoot {
         }
     }
 
-    fn arm(&self, version: Version, tries: u32) -> Result<(), UpdateError> {
-        let slot = self.current.other();
+    fn retire_inactive(&self) -> Result<(), UpdateError> {
         // Every entry of the inactive slot goes, parseable or not (a corrupt one included).
         let dir = self.entries();
-        let prefix = format!("passerelle-{}", slot.name());
+        let prefix = format!("passerelle-{}", self.current.other().name());
+        let mut removed = false;
         for entry in std::fs::read_dir(&dir).map_err(|e| UpdateError::io(&dir, e))? {
             let name = entry.map_err(|e| UpdateError::io(&dir, e))?.file_name();
             if name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
                 let p = dir.join(name);
                 std::fs::remove_file(&p).map_err(|e| UpdateError::io(&p, e))?;
+                removed = true;
             }
         }
+        if removed {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn arm(&self, version: Version, tries: u32) -> Result<(), UpdateError> {
+        let slot = self.current.other();
+        self.retire_inactive()?;
         self.write_entry(slot, version, Some(tries.max(1)))?;
         tracing::info!(slot = slot.name(), %version, tries, "armed one-shot boot");
         Ok(())

@@ -85,6 +85,16 @@ pub async fn check_and_download(
     cfg: &DeviceUpdateConfig,
     inactive_slot: &Path,
 ) -> Result<CheckOutcome, UpdateError> {
+    check_and_install(cfg, inactive_slot, || Ok(())).await
+}
+
+/// [`check_and_download`], running `before_copy` once the image verified and before the
+/// slot's first byte changes (see [`crate::boot::Slots::retire_inactive`]).
+pub async fn check_and_install(
+    cfg: &DeviceUpdateConfig,
+    inactive_slot: &Path,
+    before_copy: impl FnOnce() -> Result<(), UpdateError>,
+) -> Result<CheckOutcome, UpdateError> {
     let Some((repo, name, info)) = load_and_select(cfg).await? else {
         return Ok(CheckOutcome::UpToDate);
     };
@@ -107,6 +117,7 @@ pub async fn check_and_download(
         &info.target,
         info.size,
         info.sha256,
+        before_copy,
     )
     .await?;
     Ok(CheckOutcome::Written(info))

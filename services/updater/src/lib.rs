@@ -25,6 +25,8 @@ pub mod token;
 pub mod transport;
 pub mod vendor;
 
-pub use device::{CheckOutcome, DeviceUpdateConfig, MetadataLimits, check, check_and_download};
+pub use device::{
+    CheckOutcome, DeviceUpdateConfig, MetadataLimits, check, check_and_download, check_and_install,
+};
 pub use error::UpdateError;
 pub use manifest::{ImageInfo, Version};

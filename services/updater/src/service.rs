@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::boot::{EntryTemplate, Fallback, Slot, Slots, SystemdBoot, commit_when_healthy};
-use crate::device::{CheckOutcome, DeviceUpdateConfig, MetadataLimits, check_and_download};
+use crate::device::{CheckOutcome, DeviceUpdateConfig, MetadataLimits, check_and_install};
 use crate::error::UpdateError;
 use crate::manifest::Version;
 
@@ -342,7 +342,8 @@ pub async fn serve(
             Some(cmd) = commands.recv() => if cmd != Command::CheckNow { continue },
         }
         status.send_replace(UpdateStatus::Checking);
-        match check_and_download(&device, slots.inactive_path()).await {
+        let retire = || slots.retire_inactive();
+        match check_and_install(&device, slots.inactive_path(), retire).await {
             Ok(CheckOutcome::UpToDate) => {
                 status.send_replace(UpdateStatus::UpToDate);
             }

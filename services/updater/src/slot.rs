@@ -151,15 +151,21 @@ impl SlotWriter {
     /// Checks length and hash of the staged image; only then copies it into the slot (header
     /// last) and reads the slot back. The staging file is removed in every case.
     pub fn finish(self, expected_sha256: &[u8; 32]) -> Result<(), UpdateError> {
+        self.verify(expected_sha256)?.install()
+    }
+
+    /// Checks length and hash of the staged image (the slot is still untouched); on failure
+    /// the staging file is removed.
+    pub fn verify(self, expected_sha256: &[u8; 32]) -> Result<Verified, UpdateError> {
         let staging_path = self.staging_path.clone();
-        let result = self.verify_and_copy(expected_sha256);
-        if let Err(e) = std::fs::remove_file(&staging_path) {
-            tracing::warn!(path = %staging_path.display(), error = %e, "staging file not removed");
+        let result = self.verify_staged(expected_sha256);
+        if result.is_err() {
+            remove_staging(&staging_path);
         }
         result
     }
 
-    fn verify_and_copy(self, expected_sha256: &[u8; 32]) -> Result<(), UpdateError> {
+    fn verify_staged(self, expected_sha256: &[u8; 32]) -> Result<Verified, UpdateError> {
         if self.pos != self.expected_len {
             return Err(UpdateError::Length {
                 target: self.target,
@@ -183,11 +189,41 @@ impl SlotWriter {
                 actual: hex(&actual),
             });
         }
+        Ok(Verified {
+            path: self.path,
+            staging_path: self.staging_path,
+            staging: self.staging,
+            expected_len: self.expected_len,
+            crc: self.crc.finalize(),
+        })
+    }
+}
+
+/// A staged image whose hash matched: the only thing ever copied into a slot.
+#[derive(Debug)]
+pub struct Verified {
+    path: PathBuf,
+    staging_path: PathBuf,
+    staging: File,
+    expected_len: u64,
+    crc: u32,
+}
+
+impl Verified {
+    /// Copies the image into the slot (header last), reads it back, removes the staging file.
+    pub fn install(self) -> Result<(), UpdateError> {
+        let result = self.copy_and_check();
+        remove_staging(&self.staging_path);
+        result
+    }
+
+    fn copy_and_check(&self) -> Result<(), UpdateError> {
         let slot = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&self.path)
             .map_err(|e| UpdateError::io(&self.path, e))?;
+        tracing::info!(slot = %self.path.display(), bytes = self.expected_len, "copying the verified image into the slot");
         copy_into_slot(
             &self.staging,
             &self.staging_path,
@@ -196,19 +232,26 @@ impl SlotWriter {
             self.expected_len,
         )?;
         let io = |e| UpdateError::io(&self.path, e);
-        let written = self.crc.finalize();
         let read_back = crc_prefix(&slot, self.expected_len).map_err(io)?;
-        if read_back != written {
+        if read_back != self.crc {
             // Best effort: the slot must not look valid; the error below is what matters.
             let _ = slot.write_all_at(&[0; HEADER_LEN], 0);
             let _ = slot.sync_data();
             return Err(UpdateError::ReadBack {
-                path: self.path,
-                expected: format!("{written:08x}"),
+                path: self.path.clone(),
+                expected: format!("{:08x}", self.crc),
                 actual: format!("{read_back:08x}"),
             });
         }
         Ok(())
+    }
+}
+
+fn remove_staging(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "staging file not removed"),
     }
 }
 
@@ -256,7 +299,8 @@ fn copy_into_slot(
 
 /// Streams `stream` into `slot` through a [`SlotWriter`] staging at `staging`, batching writes
 /// to [`WRITE_CHUNK`] and doing the blocking I/O off the async runtime.
-/// A failed download removes what it staged.
+/// `before_copy` runs once the image verified, before the slot's first byte changes (the
+/// updater removes the slot's boot entries there). A failed download removes what it staged.
 pub async fn stream_into_slot<S, E>(
     stream: S,
     slot: &Path,
@@ -264,33 +308,35 @@ pub async fn stream_into_slot<S, E>(
     target: &str,
     expected_len: u64,
     expected_sha256: [u8; 32],
+    before_copy: impl FnOnce() -> Result<(), UpdateError>,
 ) -> Result<(), UpdateError>
 where
     S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::error::Error,
 {
-    let result =
-        stage_and_write(stream, slot, staging, target, expected_len, expected_sha256).await;
-    if result.is_err() {
-        match std::fs::remove_file(staging) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %staging.display(), error = %e, "staging file not removed");
-            }
+    let staged = stage(stream, slot, staging, target, expected_len, expected_sha256).await;
+    let verified = match staged {
+        Ok(v) => v,
+        Err(e) => {
+            remove_staging(staging);
+            return Err(e);
         }
+    };
+    if let Err(e) = before_copy() {
+        remove_staging(staging);
+        return Err(e);
     }
-    result
+    blocking(move || verified.install()).await
 }
 
-async fn stage_and_write<S, E>(
+async fn stage<S, E>(
     mut stream: S,
     slot: &Path,
     staging: &Path,
     target: &str,
     expected_len: u64,
     expected_sha256: [u8; 32],
-) -> Result<(), UpdateError>
+) -> Result<Verified, UpdateError>
 where
     S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::error::Error,
@@ -325,7 +371,7 @@ where
             break;
         }
     }
-    blocking(move || writer.finish(&expected_sha256)).await
+    blocking(move || writer.verify(&expected_sha256)).await
 }
 
 async fn blocking<T: Send + 'static>(

@@ -211,3 +211,43 @@ async fn check_reports_the_update_without_touching_the_slot() {
     assert_eq!(info.version.to_string(), "1.1.0");
     assert!(dev.slot_untouched());
 }
+
+#[tokio::test]
+async fn slot_entries_are_retired_only_once_the_image_verified_and_before_the_slot_changes() {
+    let vendor = Vendor::new().await;
+    vendor.publish("1.1.0", LEN).await;
+    let server = serve(vendor.repo()).await;
+    let dev = Device::new(&vendor, &server.url, "1.0.0");
+    let called = std::cell::Cell::new(false);
+    let out = passerelle_updater::check_and_install(&dev.cfg, &dev.slot, || {
+        assert!(dev.slot_untouched(), "the hook runs before the first byte");
+        called.set(true);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert!(matches!(out, CheckOutcome::Written(_)));
+    assert!(called.get());
+
+    let bad_vendor = Vendor::new().await;
+    bad_vendor.publish("1.1.0", LEN).await;
+    let path = bad_vendor.target_file("1.1.0");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1] ^= 0xFF;
+    std::fs::write(&path, bytes).unwrap();
+    let server = serve(bad_vendor.repo()).await;
+    let dev = Device::new(&bad_vendor, &server.url, "1.0.0");
+    let err = passerelle_updater::check_and_install(&dev.cfg, &dev.slot, || {
+        panic!("a bad image must not retire the slot's entries")
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpdateError::HashMismatch { .. } | UpdateError::Download { .. }
+        ) && err.to_string().to_lowercase().contains("hash"),
+        "{err}"
+    );
+    assert!(dev.slot_untouched());
+}
