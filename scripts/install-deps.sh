@@ -3,6 +3,7 @@
 # `make run` and `make test` work on a fresh clone. Idempotent: a second run does nothing.
 #   scripts/install-deps.sh run    what the daemon needs at run time
 #   scripts/install-deps.sh test   that, plus the real peers and tools the tests start
+#   scripts/install-deps.sh firmware  image building and the qemu system test (issue #9)
 set -euo pipefail
 
 mode=${1:-test}
@@ -15,8 +16,13 @@ test_pkgs=(postfix dovecot-imapd dovecot-lmtpd dovecot-pop3d slapd ldap-utils
   iputils-ping nftables iproute2 procps util-linux python3 time dnsmasq-base
   chromium chromium-driver)
 
+# `make image` and `make test-system`: no loop devices or mounts, only these tools.
+firmware_pkgs=(mmdebstrap qemu-system-x86 ovmf systemd-boot-efi erofs-utils squashfs-tools
+  dosfstools mtools fdisk e2fsprogs curl python3)
+
 pkgs=("${run_pkgs[@]}")
 [ "$mode" = test ] && pkgs+=("${test_pkgs[@]}")
+[ "$mode" = firmware ] && pkgs=("${firmware_pkgs[@]}")
 
 sudo=
 if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
