@@ -41,6 +41,24 @@ pub struct BillingConfig {
     pub device_id: Option<String>,
     pub route: RouteConfig,
     pub returns: ReturnsConfig,
+    /// OCT profile: the intake of practices' encrypted lots (needs the keystore).
+    #[serde(default)]
+    pub oct: Option<OctConfig>,
+}
+
+/// OCT profile (`[billing.oct]`): practices mail their lots, encrypted for the OCT
+/// certificate, to `listen`; the OCT key is `key_label` in the PKCS#11 token.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OctConfig {
+    /// The SMTP intake practices mail their lots to.
+    pub listen: SocketAddr,
+    /// The OCT's private key in the token (RSA; `passerelle keys generate`).
+    pub key_label: String,
+    /// The OCT's certificate (PEM or DER) the practices encrypt for.
+    pub certificate: PathBuf,
+    /// The practices served.
+    pub practices: Vec<crate::oct::Practice>,
 }
 
 impl BillingConfig {

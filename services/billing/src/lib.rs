@@ -14,6 +14,8 @@
 //! - [`sender`]: the queue worker that encrypts at send time and mails the lot over the
 //!   caisse route (STARTTLS required).
 //!
+//! - [`oct`]: the OCT profile: practices' lots encrypted for the OCT certificate opened with
+//!   the token key, sent on as ordinary lots, their returns forwarded to the practice.
 //! - [`crl`]: the AC-FACTURATION CRL downloads on the weekly/daily schedule, with the alert.
 //! - [`status`]: [`BillingStatus`], the handle the web admin reads (see below).
 //!
@@ -21,7 +23,7 @@
 //!
 //! ```text
 //! let status = BillingStatus::open(&sesam, &billing, queue).await?;   // daemon, once
-//! serve_with(&sesam, &billing, trust, status.clone(), shutdown)       // fills CRL/poll state
+//! serve_with(&sesam, &billing, trust, status.clone(), keystore, shutdown) // fills CRL/poll state
 //! // web admin, any number of clones:
 //! status.lots(None | Some(LotState::Rejected)).await? -> Vec<Lot>     // oldest first
 //! status.lot(&LotId::parse(s)?).await? -> Option<LotDetail { lot, history }>
@@ -51,6 +53,7 @@ pub mod imap;
 pub mod intake;
 pub mod lot_file;
 pub mod lots;
+pub mod oct;
 pub mod pop3;
 pub mod relay;
 pub mod returns;
@@ -58,13 +61,16 @@ pub mod sender;
 mod serve;
 pub mod status;
 
-pub use config::{AfterConfig, BillingConfig, ReturnsConfig, ReturnsProtocol, RouteConfig};
+pub use config::{
+    AfterConfig, BillingConfig, OctConfig, ReturnsConfig, ReturnsProtocol, RouteConfig,
+};
 pub use crl::CrlWatch;
 pub use error::BillingError;
 pub use imap::{AfterHandling, ImapRoute};
 pub use intake::{Intake, LotMeta, RecipientKind, api_router, scan_spool};
 pub use lot_file::{LotId, check_lot};
-pub use lots::{ArlReceipt, Lot, LotState, LotStore, Transition};
+pub use lots::{ArlReceipt, Lot, LotOrigin, LotState, LotStore, Transition};
+pub use oct::{OCT_RETURN_KIND, OctIntake, Practice};
 pub use pop3::{Pop3Client, Pop3Error};
 pub use relay::LotRelay;
 pub use returns::{Classified, Handled, Pop3Route, ReturnKind, Returns, classify};

@@ -116,6 +116,16 @@ pub struct Lot {
     pub arl: Option<ArlReceipt>,
 }
 
+/// OCT profile: the practice a lot came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LotOrigin {
+    pub practice: String,
+    /// Where the lot's returns are forwarded.
+    pub return_to: String,
+    /// The Message-ID of the practice's mail (quoted in forwarded returns).
+    pub message_id: String,
+}
+
 /// An ARL matched to a lot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArlReceipt {
@@ -171,6 +181,13 @@ const SCHEMA: &[&str] = &[
         reason TEXT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS lot_history_lot ON lot_history(lot_id)",
+    // OCT profile: the practice each lot came from, where its returns go.
+    "CREATE TABLE IF NOT EXISTS lot_origins (
+        lot_id TEXT PRIMARY KEY,
+        practice TEXT NOT NULL,
+        return_to TEXT NOT NULL,
+        message_id TEXT NOT NULL
+    )",
     // Where the IMAP returns route stands in each mailbox folder (handled once).
     "CREATE TABLE IF NOT EXISTS imap_positions (
         mailbox TEXT PRIMARY KEY,
@@ -531,6 +548,43 @@ impl LotStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// OCT profile: remember which practice sent lot `id` (its returns go to `return_to`).
+    pub async fn set_origin(
+        &self,
+        id: &LotId,
+        practice: &str,
+        return_to: &str,
+        message_id: &str,
+    ) -> Result<(), BillingError> {
+        sqlx::query(
+            "INSERT INTO lot_origins (lot_id, practice, return_to, message_id) VALUES (?, ?, ?, ?)
+             ON CONFLICT(lot_id) DO UPDATE SET practice = excluded.practice,
+                 return_to = excluded.return_to, message_id = excluded.message_id",
+        )
+        .bind(id.as_str())
+        .bind(bounded(practice))
+        .bind(bounded(return_to))
+        .bind(bounded(message_id))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// OCT profile: the practice lot `id` came from, if it came through the OCT intake.
+    pub async fn origin(&self, id: &LotId) -> Result<Option<LotOrigin>, BillingError> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT practice, return_to, message_id FROM lot_origins WHERE lot_id = ?",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(practice, return_to, message_id)| LotOrigin {
+            practice,
+            return_to,
+            message_id,
+        }))
     }
 
     /// The (UIDVALIDITY, highest UID handled) of an IMAP folder of returns.

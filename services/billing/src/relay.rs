@@ -22,7 +22,7 @@ pub struct LotRelay {
 }
 
 /// Flow and environment from a Content-Description (`FSE/B2`, `DRETEST/DR/Z`…).
-fn flow_env(desc: &str) -> Option<(Flow, Env, bool)> {
+pub(crate) fn flow_env(desc: &str) -> Option<(Flow, Env, bool)> {
     let desc = desc.trim().to_ascii_uppercase();
     let mut fields = desc.split('/');
     let first = fields.next()?;

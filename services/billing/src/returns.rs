@@ -391,12 +391,48 @@ impl Returns {
                     .await?;
             }
         }
+        if let Some(l) = &lot {
+            self.forward_to_practice(&l.id, &name, raw).await?;
+        }
         tracing::info!(kind = ?c.kind, lot = ?lot.as_ref().map(|l| l.id.to_string()), changed, "return handled");
         Ok(Handled {
             kind: c.kind,
             lot: lot.map(|l| l.id),
             changed,
         })
+    }
+
+    /// OCT profile: a return about a practice's lot goes back to the practice (queued; the
+    /// sender mails it). The raw return's name is the queue key: handled twice, sent once.
+    async fn forward_to_practice(
+        &self,
+        id: &crate::lot_file::LotId,
+        kept_as: &str,
+        raw: &[u8],
+    ) -> Result<(), BillingError> {
+        let Some(origin) = self.intake.store.origin(id).await? else {
+            return Ok(());
+        };
+        let header = |v: &str| v.replace(['\r', '\n'], " ");
+        let mut payload = format!("{}\n", header(&origin.return_to)).into_bytes();
+        payload.extend_from_slice(
+            format!(
+                "X-Passerelle-Lot: {id}\r\nX-Passerelle-Practice-Message-ID: {}\r\n",
+                header(&origin.message_id)
+            )
+            .as_bytes(),
+        );
+        payload.extend_from_slice(raw);
+        self.intake
+            .queue
+            .enqueue(passerelle_queue::NewItem::new(
+                crate::oct::OCT_RETURN_KIND,
+                format!("{kept_as}>{}", origin.practice),
+                payload,
+            ))
+            .await?;
+        tracing::info!(lot = %id, practice = %origin.practice, "return queued for the practice");
+        Ok(())
     }
 
     /// 4005 and 4025: a fresh certificate, then the same content back to `received` and

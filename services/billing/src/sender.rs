@@ -118,6 +118,43 @@ impl Sender {
         Ok(sent)
     }
 
+    /// OCT profile: mail the returns queued for practices (kind
+    /// [`OCT_RETURN_KIND`](crate::oct::OCT_RETURN_KIND)) over the same route; returns how
+    /// many went out.
+    pub async fn forward_returns(&self) -> Result<usize, BillingError> {
+        let queue = &self.intake.queue;
+        let leased = queue.lease(crate::oct::OCT_RETURN_KIND, 16, LEASE).await?;
+        let mut sent = 0;
+        for item in leased {
+            let payload = item.payload();
+            let Some(split) = payload.iter().position(|&b| b == b'\n') else {
+                queue
+                    .fail_permanent(&item, "forwarded return without its recipient")
+                    .await?;
+                continue;
+            };
+            let to = String::from_utf8_lossy(&payload[..split]).into_owned();
+            match self.deliver(&to, &payload[split + 1..]).await {
+                Ok(()) => {
+                    queue.ack(&item).await?;
+                    sent += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::Temporary => {
+                    let hint = RetryHint {
+                        retry_after: None,
+                        reason: e.to_string(),
+                    };
+                    queue.retry(&item, hint).await?;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a return could not be forwarded to its practice");
+                    queue.fail_permanent(&item, &e.to_string()).await?;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
     async fn send_one(&self, item: &Leased) -> Result<Outcome, BillingError> {
         let store = &self.intake.store;
         let Some(id) = std::str::from_utf8(item.payload())

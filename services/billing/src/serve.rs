@@ -11,15 +11,17 @@ use passerelle_trust::TrustStore;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AfterConfig, BillingConfig, ReturnsProtocol};
+use crate::config::{AfterConfig, BillingConfig, OctConfig, ReturnsProtocol};
 use crate::crl::CrlWatch;
 use crate::error::BillingError;
 use crate::imap::{AfterHandling, ImapRoute};
 use crate::intake::{Intake, api_router, scan_spool};
+use crate::oct::OctIntake;
 use crate::relay::LotRelay;
 use crate::returns::{Pop3Route, Returns};
 use crate::sender::{Route, Sender};
 use crate::status::{BillingStatus, PollReport};
+use passerelle_keystore::{KeyRef, Keystore};
 
 /// How often sent lots are checked against the ARL deadline.
 const OVERDUE_CHECK: Duration = Duration::from_secs(60);
@@ -156,16 +158,18 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), BillingError> {
     let status = BillingStatus::open(sesam, config, queue).await?;
-    serve_with(sesam, config, trust, status, shutdown).await
+    serve_with(sesam, config, trust, status, None, shutdown).await
 }
 
 /// [`serve`] with a [`BillingStatus`] the caller keeps (the web admin reads it): the loops
-/// record the CRL and mailbox state in it.
+/// record the CRL and mailbox state in it. `keystore` is needed by the OCT profile only
+/// (`[billing.oct]`; refused without it).
 pub async fn serve_with(
     sesam: &SesamConfig,
     config: &BillingConfig,
     trust: Arc<TrustStore>,
     status: BillingStatus,
+    keystore: Option<&Keystore>,
     shutdown: CancellationToken,
 ) -> Result<(), BillingError> {
     let (intake, sender, returns, mailbox) =
@@ -186,6 +190,14 @@ pub async fn serve_with(
     }
     if let Some(addr) = config.relay_listen {
         start_relay(&mut tasks, addr, &intake, &shutdown).await?;
+    }
+    if let Some(oct) = &config.oct {
+        let keystore = keystore.ok_or_else(|| {
+            BillingError::Returns(
+                "[billing.oct] needs [keystore]: the OCT key is in the token".into(),
+            )
+        })?;
+        start_oct(&mut tasks, oct, keystore, &intake, &shutdown).await?;
     }
     let crl = CrlWatch::new(
         Arc::clone(&sender.trust),
@@ -253,6 +265,9 @@ fn spawn_loops(
             if let Err(e) = sender.run_once().await {
                 tracing::warn!(error = %e, "lot sending");
             }
+            if let Err(e) = sender.forward_returns().await {
+                tracing::warn!(error = %e, "forwarding returns to practices");
+            }
         }
     });
     let poll_status = status.clone();
@@ -287,6 +302,43 @@ fn spawn_loops(
             }
         }
     });
+}
+
+/// OCT profile: the intake practices mail their encrypted lots to ([`OctIntake`]).
+async fn start_oct(
+    tasks: &mut Tasks,
+    oct: &OctConfig,
+    keystore: &Keystore,
+    intake: &Intake,
+    shutdown: &CancellationToken,
+) -> Result<(), BillingError> {
+    let bytes = std::fs::read(&oct.certificate).map_err(BillingError::io(&oct.certificate))?;
+    let certificate = passerelle_trust::certificate_der(&bytes)
+        .map_err(|why| BillingError::Returns(format!("{}: {why}", oct.certificate.display())))?;
+    let key = keystore
+        .key(&KeyRef::from(oct.key_label.as_str()))
+        .await
+        .map_err(|e| BillingError::Returns(format!("OCT key {}: {e}", oct.key_label)))?;
+    let listener = tokio::net::TcpListener::bind(oct.listen)
+        .await
+        .map_err(BillingError::io(oct.listen.to_string()))?;
+    let mut smtp = passerelle_smtp::ServerConfig::new("passerelle");
+    smtp.max_message_size =
+        usize::try_from(intake.max_lot_bytes / 3 * 4 + (1 << 20)).unwrap_or(usize::MAX);
+    let handler = Arc::new(OctIntake {
+        intake: intake.clone(),
+        key,
+        certificate,
+        practices: oct.practices.clone(),
+    });
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        passerelle_smtp::serve(listener, handler, smtp, stop.cancelled_owned())
+            .await
+            .map_err(|e| BillingError::Returns(format!("OCT intake: {e}")))
+    });
+    tracing::info!(addr = %oct.listen, practices = oct.practices.len(), "OCT intake listening");
+    Ok(())
 }
 
 /// The host name (the default CRL slot key).

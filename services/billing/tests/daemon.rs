@@ -177,7 +177,7 @@ lps_out_dir = '{out}'
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn({
         let (trust, stop, status) = (front.trust.clone(), shutdown.clone(), status.clone());
-        async move { passerelle_billing::serve_with(&sesam, &config, trust, status, stop).await }
+        async move { passerelle_billing::serve_with(&sesam, &config, trust, status, None, stop).await }
     });
 
     // The LPS mails its lot to the relay, as it would to the caisse.

@@ -18,6 +18,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 pub const CAISSE: &str = "caisse@passerelle.test";
 pub const BILLING: &str = "facturation@passerelle.test";
+/// OCT profile: a practice's mailbox its returns are forwarded to.
+pub const PRACTICE: &str = "cabinet@passerelle.test";
 pub const SERVER_NAME: &str = "mail.operateur-a.mssante.fr";
 /// A renewed AMO test certificate, published in the directory after the stored one.
 pub const SV_AMO_TEST_RENEWED: &str = "sv-amo-test-renewed";
@@ -63,6 +65,7 @@ impl Front {
         let dovecot = Dovecot::builder()
             .user(CAISSE, "caisse-pw")
             .user(BILLING, "billing-pw")
+            .user(PRACTICE, "practice-pw")
             .pop3(true)
             .tls(server_files(dir.path()))
             .start()?;
