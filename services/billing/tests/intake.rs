@@ -283,3 +283,43 @@ async fn lot_state_machine_records_history_and_refuses_bad_transitions() {
         "content dropped once acknowledged"
     );
 }
+
+/// Bad input: a 200 MB file in the spool (above the default 100 MiB maximum) is refused
+/// with the reason, kept in `refused/`, and never read into memory (sparse here: the size
+/// is checked before any byte is read).
+#[tokio::test]
+async fn a_200_mb_spooled_file_is_refused_with_its_size_and_kept() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).expect("spool");
+    let mut intake = intake(dir.path()).await;
+    intake.max_lot_bytes = passerelle_sesam::DEFAULT_MAX_LOT_BYTES;
+    spool_write(&spool, "huge", b"", FSE_META);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(spool.join("huge"))
+        .and_then(|f| f.set_len(200 * 1024 * 1024))
+        .expect("sparse 200 MB");
+    scan_spool(&spool, &intake).await.expect("scan");
+    assert!(spool.join("refused/huge").exists(), "kept");
+    let reason = std::fs::read_to_string(spool.join("refused/huge.reason")).expect("reason");
+    assert!(
+        reason.contains("209715200 bytes, above the maximum"),
+        "{reason}"
+    );
+    let refused = intake
+        .store
+        .list(Some(LotState::Refused))
+        .await
+        .expect("list");
+    assert_eq!(refused.len(), 1);
+    assert!(
+        intake
+            .queue
+            .lease(QUEUE_KIND, 10, Duration::from_secs(60))
+            .await
+            .expect("lease")
+            .is_empty(),
+        "nothing queued"
+    );
+}
