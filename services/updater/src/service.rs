@@ -324,11 +324,20 @@ pub async fn serve(
     mut commands: tokio::sync::mpsc::Receiver<Command>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), UpdateError> {
-    if let Some(f) = slots.take_fallback()? {
-        if let Some(v) = f.version {
-            refuse_version(&config, v)?;
+    match slots.take_fallback() {
+        Ok(Some(f)) => {
+            if let Some(v) = f.version {
+                refuse_version(&config, v)?;
+            }
+            status.send_replace(UpdateStatus::FellBack(f));
         }
-        status.send_replace(UpdateStatus::FellBack(f));
+        Ok(None) => {}
+        // A torn or foreign entry of the inactive slot: it boots nothing we know of, and the
+        // next install replaces it anyway; keeping the updater stopped over it would not help.
+        Err(e) => {
+            tracing::warn!(error = %e, "inactive slot's boot entry unreadable: removed");
+            slots.retire_inactive()?;
+        }
     }
     let mut device = config.device(current_version)?;
     device.refused = refused_versions(&config)?;

@@ -218,3 +218,56 @@ fn trial_boot_is_told_from_a_committed_one() {
     on_b.commit().unwrap();
     assert!(!on_b.on_trial().unwrap());
 }
+
+#[tokio::test]
+async fn corrupt_entry_of_the_inactive_slot_is_removed_and_updates_go_on() {
+    let vendor = Vendor::new().await;
+    vendor.publish("1.1.0", 100_000).await;
+    let server = serve(vendor.repo()).await;
+    let dev = common::Device::new(&vendor, &server.url, "1.0.0");
+    let esp = dev.dir.path().join("esp");
+    let slots = SystemdBoot::new(
+        &esp,
+        Slot::A,
+        [dev.dir.path().join("slot-a"), dev.slot.clone()],
+        EntryTemplate::standard(),
+    );
+    slots.install(Slot::A, "1.0.0".parse().unwrap()).unwrap();
+    let corrupt = esp.join("loader/entries/passerelle-b+x-y.conf");
+    std::fs::write(&corrupt, "title Passerelle 9.9.9 (slot b)\nversion 9.9").unwrap();
+    let config: UpdaterConfig = serde_json::from_value(serde_json::json!({
+        "vendor_url": server.url.to_string(),
+        "board": common::BOARD,
+        "trusted_root": dev.cfg.trusted_root,
+        "datastore": dev.cfg.datastore,
+        "staging": dev.cfg.staging,
+        "interval_secs": 0,
+        "jitter_secs": 0,
+        "reboot": "manual",
+    }))
+    .unwrap();
+    let (tx, mut rx) = watch::channel(UpdateStatus::Idle);
+    let (_commands, commands_rx) = tokio::sync::mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service::serve(
+        config,
+        "1.0.0".parse().unwrap(),
+        slots,
+        tx,
+        commands_rx,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        rx.wait_for(|s| matches!(s, UpdateStatus::RebootPending { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!corrupt.exists());
+    assert!(esp.join("loader/entries/passerelle-b+3-0.conf").exists());
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
