@@ -65,7 +65,21 @@ impl BillingConfig {
     /// The reasons this configuration cannot be used (the config crate may call it at load;
     /// [`crate::serve`] checks it too).
     pub fn check(&self) -> Result<(), String> {
-        self.returns.check()
+        self.returns.check()?;
+        if let Some(oct) = &self.oct {
+            if oct.practices.is_empty() {
+                return Err("oct.practices: at least one practice".into());
+            }
+            for p in &oct.practices {
+                if p.id.is_empty() || p.senders.is_empty() || !p.return_to.contains('@') {
+                    return Err(format!(
+                        "oct.practices {:?}: an id, senders and a return_to address",
+                        p.id
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -86,7 +86,7 @@ fn distribution_points(der: &[u8]) -> Vec<String> {
                         if let GeneralName::URI(uri) = name
                             && (uri.starts_with("ldap://") || uri.starts_with("http://"))
                         {
-                            out.push((*uri).to_owned());
+                            out.push(standard_ldap_url(uri));
                         }
                     }
                 }
@@ -94,6 +94,17 @@ fn distribution_points(der: &[u8]) -> Vec<String> {
         }
     }
     out
+}
+
+/// A4 §6.3.3 writes the SESAM-Vitale CRL location as `ldap://host/<dn>/certificateRevocationList`
+/// (digest §8 #12); RFC 4516 names the attribute after `?`.
+fn standard_ldap_url(uri: &str) -> String {
+    match uri.strip_suffix("/certificateRevocationList") {
+        Some(base) if uri.starts_with("ldap://") => {
+            format!("{base}?certificateRevocationList;binary")
+        }
+        _ => uri.to_owned(),
+    }
 }
 
 /// The issuer and nextUpdate of CRL bytes already verified by the trust store.
@@ -310,5 +321,22 @@ impl CrlWatch {
                 () = stop.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_spec_s_crl_location_becomes_a_standard_ldap_url() {
+        assert_eq!(
+            super::standard_ldap_url(
+                "ldap://annuaire.sesam-vitale.fr/cn=AC-FACTURATION,o=sesam-vitale,c=fr/certificateRevocationList"
+            ),
+            "ldap://annuaire.sesam-vitale.fr/cn=AC-FACTURATION,o=sesam-vitale,c=fr?certificateRevocationList;binary"
+        );
+        assert_eq!(
+            super::standard_ldap_url("http://crl.example/a.crl"),
+            "http://crl.example/a.crl"
+        );
     }
 }

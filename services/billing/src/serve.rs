@@ -106,7 +106,7 @@ async fn build(
         work_dir: config.state_dir.join("work"),
     };
     let rc = &config.returns;
-    rc.check().map_err(BillingError::Returns)?;
+    config.check().map_err(BillingError::Returns)?;
     let (addr, name, tls) = (
         resolve(&rc.host, rc.port()).await?,
         server_name(rc.server_name.as_deref().unwrap_or(&rc.host))?,
