@@ -276,3 +276,136 @@ async fn oct_refuses_unknown_practices_plain_lots_and_lots_for_another_certifica
     );
     Ok(())
 }
+
+/// The OCT intake started by `serve_with` from `[billing.oct]`, with the token's key.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_starts_the_oct_intake_from_the_configuration() -> anyhow::Result<()> {
+    use passerelle_billing::BillingStatus;
+    let front = Front::start(true)?;
+    let (_hsm, ks, oct_cert) = oct_key(&front).await?;
+    let oct_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let (sesam, config, root) = oct_daemon_config(&front, &oct_cert, oct_addr)?;
+    config.check().map_err(anyhow::Error::msg)?;
+    let queue = passerelle_queue::Queue::open_sqlite(
+        root.join("queue"),
+        passerelle_queue::QueueConfig::default(),
+    )
+    .await?;
+    let status = BillingStatus::open(&sesam, &config, queue).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (sesam2, config2) = (sesam.clone(), config.clone());
+    let daemon = tokio::spawn({
+        let (trust, stop, status, ks) = (
+            front.trust.clone(),
+            shutdown.clone(),
+            status.clone(),
+            ks.clone(),
+        );
+        async move {
+            passerelle_billing::serve_with(&sesam, &config, trust, status, Some(&ks), stop).await
+        }
+    });
+    let mail = practice_mail(&front, &oct_cert, &b2("oct-serve"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        match send(oct_addr, LPS, &mail).await {
+            Ok(r) => break r,
+            Err(e) => {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the OCT intake never listened: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(reply.code, 250, "{reply:?}");
+    front.wait_caisse(1)?;
+    let (plain, _) = front.caisse_decrypt(&front.caisse_mails()?[0])?;
+    assert_eq!(plain, b2("oct-serve"));
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), daemon).await???;
+
+    // Without a keystore, an OCT configuration is refused at start.
+    let err = passerelle_billing::serve_with(
+        &sesam2,
+        &config2,
+        front.trust.clone(),
+        status,
+        None,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("no keystore");
+    assert!(err.to_string().contains("needs [keystore]"), "{err}");
+    Ok(())
+}
+
+/// The daemon's `[sesam]` and `[billing]` (with `[billing.oct]`) for the serve test.
+fn oct_daemon_config(
+    front: &Front,
+    oct_cert: &std::path::Path,
+    oct_addr: std::net::SocketAddr,
+) -> anyhow::Result<(
+    passerelle_sesam::SesamConfig,
+    passerelle_billing::BillingConfig,
+    std::path::PathBuf,
+)> {
+    use passerelle_sesam::{Env, Flow, Profiles, RecipientCertificates};
+    let root = front.dir.path().join("daemon");
+    let certs_dir = root.join("certs");
+    RecipientCertificates::open(&certs_dir, Profiles::default())?.offer(
+        &front.trust,
+        &[front.pki.cert(n::SV_AMO_TEST)?.der().to_vec()],
+        Flow::Fse,
+        Env::Test,
+        rustls::pki_types::UnixTime::now(),
+    )?;
+    std::fs::create_dir_all(root.join("spool"))?;
+    std::fs::write(root.join("pop3.pw"), "billing-pw\n")?;
+    let ca = front.pki_path(&format!("{}.crt.pem", n::ACR_EL));
+    let sesam: passerelle_sesam::SesamConfig =
+        toml::from_str(&format!("certificates_dir = '{}'", certs_dir.display()))?;
+    let config: passerelle_billing::BillingConfig = toml::from_str(&format!(
+        "state_dir = '{state}'
+spool_dir = '{spool}'
+[route]
+host = '127.0.0.1'
+port = {smtp_port}
+server_name = '{server}'
+ca_file = '{ca}'
+from = '{billing}'
+to_amo = '{caisse}'
+to_amc = '{caisse}'
+send_interval = '50ms'
+[returns]
+host = '127.0.0.1'
+port = {pop3_port}
+server_name = '{server}'
+ca_file = '{ca}'
+user = '{billing}'
+password_file = '{pw}'
+lps_out_dir = '{out}'
+[oct]
+listen = '{oct_addr}'
+key_label = 'oct'
+certificate = '{oct_cert}'
+[[oct.practices]]
+id = 'cabinet'
+senders = ['{LPS}']
+return_to = '{PRACTICE}'
+",
+        state = root.join("state").display(),
+        spool = root.join("spool").display(),
+        smtp_port = front.postfix.smtp_addr().port(),
+        server = common::SERVER_NAME,
+        ca = ca.display(),
+        billing = common::BILLING,
+        caisse = common::CAISSE,
+        pop3_port = front.dovecot.pop3_addr().expect("pop3").port(),
+        pw = root.join("pop3.pw").display(),
+        out = root.join("lps").display(),
+        oct_cert = oct_cert.display(),
+    ))?;
+    Ok((sesam, config, root))
+}
