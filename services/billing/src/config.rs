@@ -57,6 +57,11 @@ pub struct OctConfig {
     pub key_label: String,
     /// The OCT's certificate (PEM or DER) the practices encrypt for.
     pub certificate: PathBuf,
+    /// STARTTLS on the intake with this token key and the certificate imported beside it
+    /// (`passerelle keys import`); MAIL is then refused before STARTTLS. The lots are
+    /// encrypted end to end anyway; TLS protects the envelope and the practice's identity.
+    #[serde(default)]
+    pub tls_key_label: Option<String>,
     /// The practices served.
     pub practices: Vec<crate::oct::Practice>,
 }

@@ -21,7 +21,7 @@ use crate::relay::LotRelay;
 use crate::returns::{Pop3Route, Returns};
 use crate::sender::{Route, Sender};
 use crate::status::{BillingStatus, PollReport};
-use passerelle_keystore::{KeyRef, Keystore};
+use passerelle_keystore::{KeyRef, Keystore, TokenCertResolver};
 
 /// How often sent lots are checked against the ARL deadline.
 const OVERDUE_CHECK: Duration = Duration::from_secs(60);
@@ -325,6 +325,21 @@ async fn start_oct(
     let mut smtp = passerelle_smtp::ServerConfig::new("passerelle");
     smtp.max_message_size =
         usize::try_from(intake.max_lot_bytes / 3 * 4 + (1 << 20)).unwrap_or(usize::MAX);
+    if let Some(label) = &oct.tls_key_label {
+        let certified = keystore
+            .certified_key(&KeyRef::from(label.as_str()))
+            .await
+            .map_err(|e| BillingError::Returns(format!("OCT intake TLS key {label}: {e}")))?;
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BillingError::Returns(format!("OCT intake TLS: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(TokenCertResolver::new(certified)));
+        smtp.tls = Some(Arc::new(tls));
+        smtp.require_tls_before_mail = true;
+    }
     let handler = Arc::new(OctIntake {
         intake: intake.clone(),
         key,

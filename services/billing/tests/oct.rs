@@ -277,13 +277,15 @@ async fn oct_refuses_unknown_practices_plain_lots_and_lots_for_another_certifica
     Ok(())
 }
 
-/// The OCT intake started by `serve_with` from `[billing.oct]`, with the token's key.
+/// The OCT intake started by `serve_with` from `[billing.oct]`, with the token's key, and
+/// STARTTLS with the token's server key required before MAIL.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_starts_the_oct_intake_from_the_configuration() -> anyhow::Result<()> {
     use passerelle_billing::BillingStatus;
     let front = Front::start(true)?;
     let (_hsm, ks, oct_cert) = oct_key(&front).await?;
     let oct_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let tls = oct_tls_key(&front, &ks).await?;
     let (sesam, config, root) = oct_daemon_config(&front, &oct_cert, oct_addr)?;
     config.check().map_err(anyhow::Error::msg)?;
     let queue = passerelle_queue::Queue::open_sqlite(
@@ -308,7 +310,7 @@ async fn serve_starts_the_oct_intake_from_the_configuration() -> anyhow::Result<
     let mail = practice_mail(&front, &oct_cert, &b2("oct-serve"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let reply = loop {
-        match send(oct_addr, LPS, &mail).await {
+        match send_tls(oct_addr, Arc::clone(&tls), &mail).await {
             Ok(r) => break r,
             Err(e) => {
                 anyhow::ensure!(
@@ -320,6 +322,12 @@ async fn serve_starts_the_oct_intake_from_the_configuration() -> anyhow::Result<
         }
     };
     assert_eq!(reply.code, 250, "{reply:?}");
+    // MAIL before STARTTLS is refused.
+    let plain_reply = send(oct_addr, LPS, &mail).await;
+    assert!(
+        plain_reply.is_err() || plain_reply.as_ref().is_ok_and(|r| r.code == 530),
+        "{plain_reply:?}"
+    );
     front.wait_caisse(1)?;
     let (plain, _) = front.caisse_decrypt(&front.caisse_mails()?[0])?;
     assert_eq!(plain, b2("oct-serve"));
@@ -390,6 +398,7 @@ lps_out_dir = '{out}'
 listen = '{oct_addr}'
 key_label = 'oct'
 certificate = '{oct_cert}'
+tls_key_label = 'oct-tls'
 [[oct.practices]]
 id = 'cabinet'
 senders = ['{LPS}']
@@ -408,4 +417,94 @@ return_to = '{PRACTICE}'
         oct_cert = oct_cert.display(),
     ))?;
     Ok((sesam, config, root))
+}
+
+const OCT_FQDN: &str = "oct.passerelle.test";
+
+/// The intake's TLS key in the token with a server certificate for [`OCT_FQDN`] imported
+/// beside it; returns the client configuration trusting its issuer.
+async fn oct_tls_key(front: &Front, ks: &Keystore) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let dir = front.dir.path().join("oct-tls");
+    std::fs::create_dir_all(&dir)?;
+    ks.generate("oct-tls", KeyAlgorithm::Rsa2048).await?;
+    let subject = Subject::ConnectorServer {
+        fqdn: OCT_FQDN.into(),
+        id_nat_prefix: "3".into(),
+        id_nat_struct: "123456789".into(),
+        organization: "OCT TEST".into(),
+        department: passerelle_keystore::Department {
+            name: "Paris".into(),
+            code: "75".into(),
+        },
+    };
+    let csr = ks.csr(&KeyRef::from("oct-tls"), &subject).await?;
+    let (csr_path, cert) = (dir.join("tls.csr"), dir.join("tls.pem"));
+    std::fs::write(&csr_path, csr)?;
+    let ca = front.pki.cert(n::SV_TEST_FACTURATION)?;
+    let (ca_cert, ca_key, ext) = (dir.join("ca.pem"), dir.join("ca.key"), dir.join("ext.cnf"));
+    std::fs::write(&ca_cert, ca.pem())?;
+    std::fs::write(&ca_key, ca.key().pkcs8_pem())?;
+    std::fs::write(
+        &ext,
+        format!(
+            "keyUsage = critical, digitalSignature, keyEncipherment\n\
+             extendedKeyUsage = serverAuth\nsubjectAltName = DNS:{OCT_FQDN}\n"
+        ),
+    )?;
+    openssl(&[
+        "x509".as_ref(),
+        "-req".as_ref(),
+        "-in".as_ref(),
+        csr_path.as_os_str(),
+        "-CA".as_ref(),
+        ca_cert.as_os_str(),
+        "-CAkey".as_ref(),
+        ca_key.as_os_str(),
+        "-set_serial".as_ref(),
+        "4343".as_ref(),
+        "-days".as_ref(),
+        "30".as_ref(),
+        "-extfile".as_ref(),
+        ext.as_os_str(),
+        "-out".as_ref(),
+        cert.as_os_str(),
+    ])?;
+    ks.import_certificate(&KeyRef::from("oct-tls"), &cert)
+        .await?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(ca.der().to_vec()))?;
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    ))
+}
+
+/// A practice's mail to the intake over STARTTLS.
+async fn send_tls(
+    addr: std::net::SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    mail: &str,
+) -> anyhow::Result<Reply> {
+    let mut client = SmtpClient::connect(addr, ClientConfig::new("cabinet.test")).await?;
+    client
+        .starttls(
+            tls,
+            rustls::pki_types::ServerName::try_from(OCT_FQDN)?.to_owned(),
+        )
+        .await?;
+    let envelope = Envelope {
+        mail_from: MailFrom {
+            address: LPS.into(),
+            size: None,
+            eight_bit: false,
+        },
+        recipients: vec!["oct@oct.test".into()],
+    };
+    Ok(client.send(&envelope, mail.as_bytes()).await?.recipients[0]
+        .reply
+        .clone())
 }
