@@ -246,3 +246,98 @@ async fn lps_mails_lot(
         .reply
         .clone())
 }
+
+/// `passerelle sesam resend` from another process while the daemon runs: the CLI opens the
+/// lot store on the same directory (not the queue) and puts the rejected lot back; the
+/// running daemon's sender queues and sends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resend_marked_by_another_process_is_sent_by_the_running_daemon() -> anyhow::Result<()> {
+    let front = Front::start(true)?;
+    let root = front.dir.path().join("daemon");
+    let certs_dir = root.join("certs");
+    RecipientCertificates::open(&certs_dir, Profiles::default())?.offer(
+        &front.trust,
+        &[front.pki.cert(n::SV_AMO_TEST)?.der().to_vec()],
+        Flow::Fse,
+        Env::Test,
+        UnixTime::now(),
+    )?;
+    std::fs::create_dir_all(root.join("spool"))?;
+    std::fs::write(root.join("pop3.pw"), "billing-pw\n")?;
+    let ca = front.pki_path(&format!("{}.crt.pem", n::ACR_EL));
+    let sesam: SesamConfig =
+        toml::from_str(&format!("certificates_dir = '{}'", certs_dir.display()))?;
+    let config: BillingConfig = toml::from_str(&format!(
+        "state_dir = '{state}'
+spool_dir = '{spool}'
+spool_interval = '50ms'
+[route]
+host = '127.0.0.1'
+port = {smtp_port}
+server_name = '{SERVER_NAME}'
+ca_file = '{ca}'
+from = '{BILLING}'
+to_amo = '{caisse}'
+to_amc = '{caisse}'
+send_interval = '50ms'
+[returns]
+host = '127.0.0.1'
+port = {pop3_port}
+server_name = '{SERVER_NAME}'
+ca_file = '{ca}'
+user = '{BILLING}'
+password_file = '{pw}'
+poll_interval = '100ms'
+lps_out_dir = '{out}'
+",
+        state = root.join("state").display(),
+        spool = root.join("spool").display(),
+        smtp_port = front.postfix.smtp_addr().port(),
+        ca = ca.display(),
+        caisse = common::CAISSE,
+        pop3_port = front.dovecot.pop3_addr().expect("pop3").port(),
+        pw = root.join("pop3.pw").display(),
+        out = root.join("lps").display(),
+    ))?;
+    let queue = Queue::open_sqlite(root.join("queue"), QueueConfig::default()).await?;
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn({
+        let (trust, stop) = (front.trust.clone(), shutdown.clone());
+        async move { passerelle_billing::serve(&sesam, &config, queue, trust, stop).await }
+    });
+    let spool = root.join("spool");
+    let meta = r#"{"flow":"fse","env":"test","recipient":"amo","subject":"SV140610/00000001/20261123/00003"}"#;
+    std::fs::write(spool.join("F0999.meta.json"), meta)?;
+    std::fs::write(spool.join("F0999.tmp"), b2("cli-resend"))?;
+    std::fs::rename(spool.join("F0999.tmp"), spool.join("F0999"))?;
+    front.wait_caisse(1)?;
+    let (_, mid) = front.caisse_decrypt(&front.caisse_mails()?[0])?;
+    front.answer(&noemie_mail(&mid, "ARL", "ARLTEST/NOEMIE", &arl(false)))?;
+
+    // The CLI's view: its own connection to the same lot store.
+    let cli = LotStore::open(&root.join("state/lots")).await?;
+    let id = LotId::of(&b2("cli-resend"));
+    until("the negative ARL", async || {
+        Ok(cli
+            .get(&id)
+            .await?
+            .is_some_and(|l| l.state == LotState::Rejected))
+    })
+    .await?;
+    let resent = passerelle_billing::mark_for_resend(&cli, &id).await?;
+    assert_eq!((resent.from, resent.round), (LotState::Rejected, 1));
+    front.wait_caisse(2)?;
+    until("the resend to be recorded", async || {
+        Ok(cli
+            .get(&id)
+            .await?
+            .is_some_and(|l| l.state == LotState::Sent && l.sends == 2))
+    })
+    .await?;
+    for mail in front.caisse_mails()? {
+        assert_eq!(front.caisse_decrypt(&mail)?.0, b2("cli-resend"));
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), daemon).await???;
+    Ok(())
+}
