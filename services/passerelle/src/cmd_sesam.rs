@@ -74,6 +74,20 @@ pub enum SesamCommand {
         #[arg(long)]
         history: bool,
     },
+    /// Send a rejected (negative ARL, non-delivery) or overdue lot again: the same content,
+    /// encrypted again for the current certificate. The running daemon sends it at its next
+    /// pass; refused for lots in other states.
+    Resend {
+        /// The lot id (32 hex characters, as `passerelle sesam lots` prints it).
+        lot_id: String,
+        /// The billing state directory (`state_dir` of the billing configuration).
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/var/lib/passerelle/billing"
+        )]
+        state_dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -96,6 +110,7 @@ pub fn run(cmd: SesamCommand) -> ExitCode {
             state,
             history,
         } => lots(&state_dir, state.as_deref(), history),
+        SesamCommand::Resend { lot_id, state_dir } => resend(&state_dir, &lot_id),
         SesamCommand::Encrypt {
             cert,
             flow,
@@ -210,6 +225,47 @@ fn write_output(
         passerelle_sesam::content_description(msg.flow, msg.env, msg.compress),
         written.cms_bytes
     ))
+}
+
+/// `passerelle sesam resend`: exit 0 when the lot was put back, 1 when refused (unknown id,
+/// a state where a resend makes no sense), 2 when the store cannot be used.
+fn resend(state_dir: &std::path::Path, lot_id: &str) -> ExitCode {
+    use passerelle_billing::{BillingError, LotId, LotStore, mark_for_resend};
+    let Some(id) = LotId::parse(lot_id) else {
+        println!("refused: {lot_id:?} is not a lot id (32 lowercase hex characters)");
+        return ExitCode::from(1);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            println!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        let store = LotStore::open(&state_dir.join("lots")).await?;
+        mark_for_resend(&store, &id).await
+    });
+    match result {
+        Ok(r) => {
+            println!(
+                "ok: lot {} put back to be sent again (was {}, round {}); the daemon sends it at its next pass",
+                r.lot, r.from, r.round
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ (BillingError::ResendRefused { .. } | BillingError::UnknownLot { .. })) => {
+            println!("refused: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `passerelle sesam lots`: one line per lot, oldest first; exit 2 when the store cannot be
