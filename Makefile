@@ -47,6 +47,7 @@ conformance: deps-test
 
 ## Benchmarks, each beside its anchor: one `BENCH <id> …` line per figure.
 bench: deps-test
+	$(CARGO) build --release --locked -p passerelle
 	$(CARGO) run --release --locked -p passerelle-bench -- all
 
 deps-run:

@@ -14,6 +14,7 @@ mod p2;
 mod p3;
 mod p4;
 mod p5;
+mod p6;
 mod p7;
 mod p8;
 
@@ -50,6 +51,8 @@ enum Bench {
     P4,
     /// P5: mirror of 5 000 messages from Dovecot, ours vs mbsync.
     P5,
+    /// P6: daemon memory with 10 000 queued, idle and draining, vs a Postfix relay.
+    P6,
     /// P8: bytes/s written to the inactive slot (hash, fsync, read-back), ours vs dd.
     P8,
     /// P7: card signatures for 100 rights requests, our pooled proxy vs a new TLS connection each.
@@ -126,6 +129,7 @@ fn main() -> anyhow::Result<()> {
         Bench::P3 => p3::run()?,
         Bench::P4 => p4::run()?,
         Bench::P5 => p5::run()?,
+        Bench::P6 => p6::run()?,
         Bench::P7 => p7::run()?,
         Bench::P8 => p8::run()?,
         Bench::All => {
@@ -137,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             p3::run()?;
             p4::run()?;
             p5::run()?;
+            p6::run()?;
             p7::run()?;
             p8::run()?;
         }

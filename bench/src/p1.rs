@@ -26,12 +26,12 @@ use passerelle_smtp::{ClientConfig, Envelope, MailFrom, SmtpClient};
 use passerelle_testpki::{PkiOptions, TestPki, names};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-const MESSAGES: usize = 10_000;
-const SIZE: usize = 50 * 1024;
-const SERVER_NAME: &str = "mail.operateur-a.mssante.fr";
-const BAL: &str = "secretariat@cabinet.medecin.mssante.fr";
-const PASSWORD: &str = "bench-bal-pw";
-const TO: &str = "dr.house@medecin.mssante.fr";
+pub(crate) const MESSAGES: usize = 10_000;
+pub(crate) const SIZE: usize = 50 * 1024;
+pub(crate) const SERVER_NAME: &str = "mail.operateur-a.mssante.fr";
+pub(crate) const BAL: &str = "secretariat@cabinet.medecin.mssante.fr";
+pub(crate) const PASSWORD: &str = "bench-bal-pw";
+pub(crate) const TO: &str = "dr.house@medecin.mssante.fr";
 
 pub fn run() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -40,7 +40,7 @@ pub fn run() -> anyhow::Result<()> {
         .block_on(p1())
 }
 
-fn message(i: usize) -> Vec<u8> {
+pub(crate) fn message(i: usize) -> Vec<u8> {
     let mut m = format!(
         "From: {BAL}\r\nTo: {TO}\r\nSubject: p1 {i}\r\nMessage-ID: <p1-{i}@bench>\r\nX-MSS-NIL: B\r\n\r\n"
     )
@@ -53,18 +53,18 @@ fn message(i: usize) -> Vec<u8> {
     m
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// Messages the sink has accepted so far (its log line per queued message).
-fn sink_count(log: &Path) -> usize {
+pub(crate) fn sink_count(log: &Path) -> usize {
     std::fs::read_to_string(log).map_or(0, |t| t.matches("status=sent").count())
 }
 
-async fn wait_sink(log: &Path, target: usize) -> anyhow::Result<()> {
+pub(crate) async fn wait_sink(log: &Path, target: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(1800);
     while sink_count(log) < target {
         ensure!(
@@ -77,7 +77,7 @@ async fn wait_sink(log: &Path, target: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn postfix_cmd(conf: &Path, args: &[&str], cmd: &str) -> anyhow::Result<()> {
+pub(crate) fn postfix_cmd(conf: &Path, args: &[&str], cmd: &str) -> anyhow::Result<()> {
     let out = Command::new(cmd).arg("-c").arg(conf).args(args).output()?;
     ensure!(
         out.status.success(),
@@ -100,64 +100,16 @@ async fn p1() -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(root)?;
     let pki_dir = dir.path().join("pki");
     pki.write_to(&pki_dir)?;
-    let server_files = TlsFiles {
-        cert: pki_dir.join(format!("chain-{}.pem", names::SERVER_A)),
-        key: pki_dir.join(format!("{}.key.pem", names::SERVER_A)),
-        ca: pki_dir.join(format!("anchors/{}-bundle.pem", names::ACR_EL)),
-    };
-    let fingerprint = {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(pki.cert(names::ORG_AUTH_CLI)?.der())
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-
-    // The sink.
-    let auth_port = free_port()?;
+    let server_files = server_files(&pki_dir);
     let (dovecot, sink) = tokio::task::block_in_place(|| {
-        let dovecot = Dovecot::builder()
-            .user(BAL, PASSWORD)
-            .extra_config(format!(
-                "service auth {{\n  inet_listener auth-postfix {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}"
-            ))
-            .start()?;
-        let sink = Postfix::builder()
-            .domain("medecin.mssante.fr")
-            .hostname(SERVER_NAME)
-            .tls(server_files.clone())
-            .require_client_cert(vec![fingerprint])
-            .main_cf("smtpd_sasl_auth_enable = yes")
-            .main_cf("smtpd_sasl_type = dovecot")
-            .main_cf(format!("smtpd_sasl_path = inet:127.0.0.1:{auth_port}"))
-            .main_cf("local_transport = discard:bench")
-            .main_cf("message_size_limit = 20971520")
-            .start()?;
-        anyhow::Ok((dovecot, sink))
+        start_sink(&server_files, vec![fingerprint(pki.cert(names::ORG_AUTH_CLI)?.der())])
     })?;
     let sink_log = sink.log_path().to_owned();
 
     // Ours: fill the outbox, then start the workers.
     let queue =
         Arc::new(Queue::open_sqlite(dir.path().join("queue"), QueueConfig::default()).await?);
-    for i in 0..MESSAGES {
-        let envelope = OutboxEnvelope {
-            bal: "app".into(),
-            from: BAL.into(),
-            recipients: vec![TO.into()],
-            sender_mailbox: "bench@cabinet.local".into(),
-            message_id: format!("<p1-{i}@bench>"),
-            eight_bit: false,
-        };
-        queue
-            .enqueue(NewItem::new(
-                outbox::kind_for("app"),
-                format!("p1-{i}"),
-                outbox::encode(&envelope, &message(i)),
-            ))
-            .await?;
-    }
+    fill_outbox(&queue).await?;
     let secret = dir.path().join("bal.pw");
     std::fs::write(&secret, PASSWORD)?;
     let config = practice_config(sink.smtp_addr(), &secret, dovecot.lmtp_addr())?;
@@ -178,53 +130,12 @@ async fn p1() -> anyhow::Result<()> {
     ours.shutdown().await;
 
     // Anchor: a Postfix relay holding the same messages.
-    let relay_conf = dir.path().join("relay-sasl");
-    std::fs::write(
-        &relay_conf,
-        format!("[127.0.0.1]:{} {BAL}:{PASSWORD}\n", sink.smtp_addr().port()),
-    )?;
-    let relay = tokio::task::block_in_place(|| {
-        Postfix::builder()
-            .domain("relay.bench")
-            .main_cf("mynetworks = 127.0.0.0/8")
-            .main_cf(format!(
-                "relayhost = [127.0.0.1]:{}",
-                sink.smtp_addr().port()
-            ))
-            .main_cf("default_transport = smtp")
-            .main_cf("relay_transport = smtp")
-            .main_cf("defer_transports = smtp")
-            .main_cf("smtp_tls_security_level = encrypt")
-            .main_cf(format!(
-                "smtp_tls_cert_file = {}",
-                pki_dir
-                    .join(format!("chain-{}.pem", names::ORG_AUTH_CLI))
-                    .display()
-            ))
-            .main_cf(format!(
-                "smtp_tls_key_file = {}",
-                pki_dir
-                    .join(format!("{}.key.pem", names::ORG_AUTH_CLI))
-                    .display()
-            ))
-            .main_cf(format!("smtp_tls_CAfile = {}", server_files.ca.display()))
-            .main_cf("smtp_sasl_auth_enable = yes")
-            .main_cf("smtp_sasl_security_options = noanonymous")
-            .main_cf(format!(
-                "smtp_sasl_password_maps = texthash:{}",
-                relay_conf.display()
-            ))
-            .main_cf("message_size_limit = 20971520")
-            .start()
-    })?;
+    let relay =
+        tokio::task::block_in_place(|| start_relay(dir.path(), &pki_dir, &server_files, &sink))?;
     fill_relay(relay.smtp_addr()).await?;
     let before = sink_count(&sink_log);
     let started = Instant::now();
-    tokio::task::block_in_place(|| {
-        postfix_cmd(relay.config_dir(), &["-e", "defer_transports="], "postconf")?;
-        postfix_cmd(relay.config_dir(), &["reload"], "postfix")?;
-        postfix_cmd(relay.config_dir(), &["-f"], "postqueue")
-    })?;
+    tokio::task::block_in_place(|| release_relay(&relay))?;
     wait_sink(&sink_log, before + MESSAGES).await?;
     let anchor_rate = rate(started.elapsed());
     println!(
@@ -240,8 +151,130 @@ fn rate(elapsed: Duration) -> f64 {
     n / elapsed.as_secs_f64()
 }
 
+/// The server certificate, key and trusted CA of the operator's front (`server-a`).
+pub(crate) fn server_files(pki_dir: &Path) -> TlsFiles {
+    TlsFiles {
+        cert: pki_dir.join(format!("chain-{}.pem", names::SERVER_A)),
+        key: pki_dir.join(format!("{}.key.pem", names::SERVER_A)),
+        ca: pki_dir.join(format!("anchors/{}-bundle.pem", names::ACR_EL)),
+    }
+}
+
+/// Postfix's `smtpd_tls_fingerprint_digest = sha256` form of a certificate.
+pub(crate) fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The sink: the operator's SMTP front (client certificate among `fingerprints` required,
+/// AUTH PLAIN checked by Dovecot), discarding after queueing. Blocking.
+pub(crate) fn start_sink(
+    server_files: &TlsFiles,
+    fingerprints: Vec<String>,
+) -> anyhow::Result<(Dovecot, Postfix)> {
+    let auth_port = free_port()?;
+    let dovecot = Dovecot::builder()
+        .user(BAL, PASSWORD)
+        .extra_config(format!(
+            "service auth {{\n  inet_listener auth-postfix {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}"
+        ))
+        .start()?;
+    let sink = Postfix::builder()
+        .domain("medecin.mssante.fr")
+        .hostname(SERVER_NAME)
+        .tls(server_files.clone())
+        .require_client_cert(fingerprints)
+        .main_cf("smtpd_sasl_auth_enable = yes")
+        .main_cf("smtpd_sasl_type = dovecot")
+        .main_cf(format!("smtpd_sasl_path = inet:127.0.0.1:{auth_port}"))
+        .main_cf("local_transport = discard:bench")
+        .main_cf("message_size_limit = 20971520")
+        .start()?;
+    Ok((dovecot, sink))
+}
+
+/// A Postfix relay to the sink (the ORG AUTH_CLI certificate and the BAL's SASL
+/// credentials), holding what it receives until [`release_relay`]. Blocking.
+pub(crate) fn start_relay(
+    dir: &Path,
+    pki_dir: &Path,
+    server_files: &TlsFiles,
+    sink: &Postfix,
+) -> anyhow::Result<Postfix> {
+    let relay_conf = dir.join("relay-sasl");
+    std::fs::write(
+        &relay_conf,
+        format!("[127.0.0.1]:{} {BAL}:{PASSWORD}\n", sink.smtp_addr().port()),
+    )?;
+    Ok(Postfix::builder()
+        .domain("relay.bench")
+        .main_cf("mynetworks = 127.0.0.0/8")
+        .main_cf(format!(
+            "relayhost = [127.0.0.1]:{}",
+            sink.smtp_addr().port()
+        ))
+        .main_cf("default_transport = smtp")
+        .main_cf("relay_transport = smtp")
+        .main_cf("defer_transports = smtp")
+        .main_cf("smtp_tls_security_level = encrypt")
+        .main_cf(format!(
+            "smtp_tls_cert_file = {}",
+            pki_dir
+                .join(format!("chain-{}.pem", names::ORG_AUTH_CLI))
+                .display()
+        ))
+        .main_cf(format!(
+            "smtp_tls_key_file = {}",
+            pki_dir
+                .join(format!("{}.key.pem", names::ORG_AUTH_CLI))
+                .display()
+        ))
+        .main_cf(format!("smtp_tls_CAfile = {}", server_files.ca.display()))
+        .main_cf("smtp_sasl_auth_enable = yes")
+        .main_cf("smtp_sasl_security_options = noanonymous")
+        .main_cf(format!(
+            "smtp_sasl_password_maps = texthash:{}",
+            relay_conf.display()
+        ))
+        .main_cf("message_size_limit = 20971520")
+        .start()?)
+}
+
+/// Lets the relay deliver what it holds, now. Blocking.
+pub(crate) fn release_relay(relay: &Postfix) -> anyhow::Result<()> {
+    postfix_cmd(relay.config_dir(), &["-e", "defer_transports="], "postconf")?;
+    postfix_cmd(relay.config_dir(), &["reload"], "postfix")?;
+    postfix_cmd(relay.config_dir(), &["-f"], "postqueue")
+}
+
+/// Puts the messages in an outbox, for the BAL named `app`.
+pub(crate) async fn fill_outbox(queue: &Queue<passerelle_queue::SqliteStore>) -> anyhow::Result<()> {
+    for i in 0..MESSAGES {
+        let envelope = OutboxEnvelope {
+            bal: "app".into(),
+            from: BAL.into(),
+            recipients: vec![TO.into()],
+            sender_mailbox: "bench@cabinet.local".into(),
+            message_id: format!("<p1-{i}@bench>"),
+            eight_bit: false,
+        };
+        queue
+            .enqueue(NewItem::new(
+                outbox::kind_for("app"),
+                format!("p1-{i}"),
+                outbox::encode(&envelope, &message(i)),
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Submits the messages to the relay with 8 sessions (they stay deferred).
-async fn fill_relay(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn fill_relay(addr: SocketAddr) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for lane in 0..8 {
         tasks.spawn(async move {

@@ -283,6 +283,17 @@ impl Config {
                 invalid(&key, reason)
             })?;
         }
+        if let Some(billing) = &self.billing {
+            billing.check().map_err(|reason| {
+                // "returns.folder: …" or "oct.practices \"x\": …" → billing.returns.folder
+                let key = reason
+                    .split([':', ' '])
+                    .next()
+                    .filter(|k| !k.is_empty())
+                    .map_or_else(|| "billing".to_owned(), |k| format!("billing.{k}"));
+                invalid(&key, reason.clone())
+            })?;
+        }
         if let Some(practice_mail) = &self.practice_mail {
             let needs_psc = practice_mail
                 .bals

@@ -81,14 +81,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Keys and trust come up before any listener: a box whose token or anchors are wrong
     // must not start half-secured (EX_SSI_5100, RE_OPE_5040), and nothing falls back to a
     // software key.
-    let keystore = match &config.keystore {
-        Some(keystore_config) => Some(
-            Keystore::open(keystore_config)
-                .await
-                .context("opening the PKCS#11 keystore")?,
-        ),
-        None => None,
-    };
+    let keystore = open_keystore(&config).await?;
     let trust = start_trust(&config, &mut tasks)?;
     let liste_blanche = start_liste_blanche(&config, trust.as_ref(), &mut tasks)?;
     start_connector(
@@ -100,7 +93,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &mut tasks,
     )?;
     let psc = open_psc(&config, trust.as_ref(), keystore.as_ref()).await?;
-    start_practice_mail(
+    let mail = start_practice_mail(
         &config,
         &queue,
         keystore.as_ref(),
@@ -108,33 +101,34 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         psc.clone(),
         &mut tasks,
     )?;
-    start_mirror(&config, trust.as_ref(), keystore.as_ref(), psc, &mut tasks).await?;
-    start_billing(&config, &queue, trust.as_ref(), &mut tasks)?;
+    start_mirror(
+        &config,
+        trust.as_ref(),
+        keystore.as_ref(),
+        psc.clone(),
+        &mut tasks,
+    )
+    .await?;
+    let billing = start_billing(
+        &config,
+        &queue,
+        trust.as_ref(),
+        keystore.as_ref(),
+        &mut tasks,
+    )
+    .await?;
     let annuaire = start_annuaire(&config, &mut tasks).await?;
-    let cards = match &config.cards {
-        Some(cards_config) => Some(
+    let cards = config
+        .cards
+        .as_ref()
+        .map(|cards_config| {
             passerelle_cards::CardService::start(cards_config.clone())
-                .context("starting the card service (is pcscd running?)")?,
-        ),
-        None => None,
-    };
-    let device = match (&keystore, &config.device) {
-        (Some(keystore), Some(device)) => Some(
-            passerelle_webadmin::device_certificate(
-                keystore,
-                &device.key_label,
-                &device.name,
-                &device.organization,
-                &config.general.data_dir,
-            )
-            .await
-            .context("the device certificate in the token")?,
-        ),
-        _ => None,
-    };
+                .context("starting the card service (is pcscd running?)")
+        })
+        .transpose()?;
+    let device = device_certificate(&config, keystore.as_ref()).await?;
     start_rights(&config, cards.as_ref(), device.as_ref(), &mut tasks)?;
-    // The web admin's Mises à jour page shows and drives this (issue #9); not wired yet.
-    let _updates = start_updater(&config, &mut tasks)?;
+    let updates = start_updater(&config, &mut tasks)?;
     start_webadmin(
         &config,
         AdminParts {
@@ -144,6 +138,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             liste_blanche: liste_blanche.as_ref(),
             annuaire: annuaire.cache.clone(),
             cards: cards.clone(),
+            mail,
+            psc,
+            billing,
+            updates,
         },
         &mut tasks,
     )?;
@@ -159,6 +157,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "passerelle started"
     );
     tasks.until_stopped().await
+}
+
+/// The box's LAN certificate, its key generated in the token at first start.
+async fn device_certificate(
+    config: &Config,
+    keystore: Option<&Keystore>,
+) -> anyhow::Result<Option<Arc<passerelle_keystore::TokenCertResolver>>> {
+    let (Some(keystore), Some(device)) = (keystore, &config.device) else {
+        return Ok(None);
+    };
+    passerelle_webadmin::device_certificate(
+        keystore,
+        &device.key_label,
+        &device.name,
+        &device.organization,
+        &config.general.data_dir,
+    )
+    .await
+    .map(Some)
+    .context("the device certificate in the token")
+}
+
+async fn open_keystore(config: &Config) -> anyhow::Result<Option<Keystore>> {
+    let Some(keystore_config) = &config.keystore else {
+        return Ok(None);
+    };
+    Keystore::open(keystore_config)
+        .await
+        .map(Some)
+        .context("opening the PKCS#11 keystore")
 }
 
 /// Listeners are bound: tell systemd (`Type=notify`), and keep its watchdog fed from the
@@ -300,6 +328,10 @@ struct AdminParts<'a> {
     liste_blanche: Option<&'a Arc<passerelle_liste_blanche::ListeBlancheService>>,
     annuaire: Option<Arc<passerelle_annuaire::Cache>>,
     cards: Option<passerelle_cards::CardService>,
+    mail: Option<passerelle_api_lps::MailHandle>,
+    psc: Option<passerelle_psc::Psc>,
+    billing: Option<passerelle_billing::BillingStatus>,
+    updates: Option<passerelle_updater::service::Handle>,
 }
 
 fn start_webadmin(config: &Config, parts: AdminParts<'_>, tasks: &mut Tasks) -> anyhow::Result<()> {
@@ -324,6 +356,10 @@ fn start_webadmin(config: &Config, parts: AdminParts<'_>, tasks: &mut Tasks) -> 
         liste_blanche: parts.liste_blanche.map(|service| service.handle()),
         annuaire: parts.annuaire,
         cards: parts.cards,
+        mail: parts.mail,
+        psc: parts.psc,
+        billing: parts.billing,
+        updates: parts.updates,
     };
     let (webadmin, cert) = (
         webadmin.clone(),
@@ -355,32 +391,49 @@ async fn open_psc(
         .context("opening the Pro Santé Connect token store")
 }
 
-/// Billing lots (issue #6): spool and HTTP intake, encryption at send time, returns.
-fn start_billing(
+/// Billing lots (issue #6): spool, HTTP and LAN SMTP intake, encryption at send time,
+/// returns over POP3 or IMAP, the SESAM-Vitale CRL downloads, and the OCT concentrator when
+/// `[billing.oct]` is set. Returns the status the web admin's Facturation page shows.
+async fn start_billing(
     config: &Config,
     queue: &Arc<Queue<SqliteStore>>,
     trust: Option<&Arc<TrustStore>>,
+    keystore: Option<&Keystore>,
     tasks: &mut Tasks,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<passerelle_billing::BillingStatus>> {
     let Some(billing) = &config.billing else {
-        return Ok(());
+        return Ok(None);
     };
     let (Some(sesam), Some(trust)) = (&config.sesam, trust) else {
         bail!("[billing] needs [sesam] (recipient certificates) and [trust]");
     };
-    let (sesam, billing, queue, trust) = (
+    if billing.oct.is_some() && keystore.is_none() {
+        bail!("[billing.oct] needs [keystore]: the OCT key is opened in the token only");
+    }
+    let status = passerelle_billing::BillingStatus::open(sesam, billing, (**queue).clone())
+        .await
+        .context("opening the billing lot store")?;
+    let (sesam, billing, trust, keystore, running) = (
         sesam.clone(),
         billing.clone(),
-        (**queue).clone(),
         Arc::clone(trust),
+        keystore.cloned(),
+        status.clone(),
     );
     let shutdown = tasks.shutdown.clone();
     tasks.service("the billing service", async move {
-        passerelle_billing::serve(&sesam, &billing, queue, trust, shutdown)
-            .await
-            .map_err(anyhow::Error::from)
+        passerelle_billing::serve_with(
+            &sesam,
+            &billing,
+            trust,
+            running,
+            keystore.as_ref(),
+            shutdown,
+        )
+        .await
+        .map_err(anyhow::Error::from)
     });
-    Ok(())
+    Ok(Some(status))
 }
 
 /// Practice profile, outbound (issue #4): the LAN submission listener and the API LPS
@@ -392,9 +445,9 @@ fn start_practice_mail(
     trust: Option<&Arc<TrustStore>>,
     psc: Option<passerelle_psc::Psc>,
     tasks: &mut Tasks,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<passerelle_api_lps::MailHandle>> {
     let Some(practice_mail) = &config.practice_mail else {
-        return Ok(());
+        return Ok(None);
     };
     let (Some(keystore), Some(trust)) = (keystore, trust) else {
         bail!("[practice_mail] needs [keystore] and [trust]");
@@ -410,13 +463,26 @@ fn start_practice_mail(
         keystore.clone(),
         Arc::clone(trust),
     );
+    // Applicative BALs added from the web admin: merged at start (next restart).
+    let overlay = config.general.data_dir.join("bal-overlay.json");
+    let handle = passerelle_api_lps::MailHandle::default();
+    let running = handle.clone();
     let stopping = tasks.stopping();
     tasks.service("the API LPS mail service", async move {
-        passerelle_api_lps::serve(practice_mail, queue, &keystore, trust, tokens, stopping)
-            .await
-            .map_err(anyhow::Error::from)
+        passerelle_api_lps::serve_with_handle(
+            practice_mail,
+            queue,
+            &keystore,
+            trust,
+            tokens,
+            Some(overlay),
+            &running,
+            stopping,
+        )
+        .await
+        .map_err(anyhow::Error::from)
     });
-    Ok(())
+    Ok(Some(handle))
 }
 
 /// Token source of a practice with applicative BALs only.
