@@ -18,7 +18,7 @@
 #   VENDOR_URL       replaces @VENDOR_URL@ in it
 #   TUF_ROOT         the vendor's root.json to ship as the trust anchor (default: a
 #                    development repository under target/firmware/vendor, created if missing)
-#   SLOT_MB, DATA_MB, ESP_MB  partition sizes (defaults 768, 256, 128)
+#   SLOT_MB, DATA_MB, ESP_MB  partition sizes (defaults 768, 512, 128)
 #   ROOT_ONLY=1      only the root slot image (an update), no disk
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,7 @@ bin=${PASSERELLE_BIN:-target/release/passerelle}
 config=${FIRMWARE_CONFIG:-firmware/passerelle.toml}
 vendor_url=${VENDOR_URL:-https://updates.example.invalid/passerelle/}
 slot_mb=${SLOT_MB:-768}
-data_mb=${DATA_MB:-256}
+data_mb=${DATA_MB:-512}
 esp_mb=${ESP_MB:-128}
 [ -x "$bin" ] || { echo "$bin missing: cargo build --release -p passerelle" >&2; exit 2; }
 
@@ -119,7 +119,7 @@ mkfs.vfat -C -F 32 -n ESP "$work/esp.vfat" $((esp_mb * 1024)) >/dev/null
 mcopy -s -i "$work/esp.vfat" "$esp"/* ::/
 
 # Data partition: empty; the units create what they need (StateDirectory=).
-mkfs.ext4 -q -F -L data -E root_owner=990:990 "$work/data.ext4" "${data_mb}M"
+mkfs.ext4 -q -F -L data -m 1 -E root_owner=990:990 "$work/data.ext4" "${data_mb}M"
 
 # GPT disk: 1 MiB alignment, partitions in MiB.
 disk=$out/passerelle-$board-$version.disk
