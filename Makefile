@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST_PROFILE ?= ci
 
-.PHONY: run build test lint deny yocto-lint unit conformance bench deps-run deps-test clean
+.PHONY: run build test lint deny yocto-lint unit conformance bench deps-run deps-test clean image test-system deps-firmware
 
 ## Build and start passerelle on this machine with the embedded demo configuration:
 ## data under ./var, status endpoint on http://127.0.0.1:8079/healthz.
@@ -49,6 +49,24 @@ conformance: deps-test
 bench: deps-test
 	$(CARGO) build --release --locked -p passerelle
 	$(CARGO) run --release --locked -p passerelle-bench -- all
+
+## A firmware image (issue #9): `make image BOARD=qemu-x86_64 VERSION=1.0.0` writes
+## target/firmware/out/passerelle-BOARD-VERSION.disk (raw GPT disk) and .img (the root slot
+## image the vendor publishes). See firmware/README.md.
+BOARD ?= qemu-x86_64
+VERSION ?= 0.1.0
+image: deps-firmware
+	$(CARGO) build --release --locked -p passerelle
+	firmware/build-image.sh $(BOARD) $(VERSION) target/firmware/out
+
+## The qemu A/B system test (issue #9): images 1.0.0/2.0.0/3.0.0, update, commit, power cut
+## during the slot copy, failed health check and fallback. See tests/system/run.sh.
+test-system: deps-firmware
+	$(CARGO) build --release --locked -p passerelle
+	tests/system/run.sh
+
+deps-firmware:
+	@scripts/install-deps.sh firmware
 
 deps-run:
 	@scripts/install-deps.sh run
