@@ -86,7 +86,11 @@ fn process_tree(root: u32) -> Vec<u32> {
     let mut parents = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             // The parent pid is the 2nd field after the parenthesised command name.
@@ -105,7 +109,12 @@ fn process_tree(root: u32) -> Vec<u32> {
     let mut i = 0;
     while i < tree.len() {
         let parent = tree[i];
-        tree.extend(parents.iter().filter(|(_, p)| *p == parent).map(|(c, _)| *c));
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
         i += 1;
     }
     tree
@@ -158,7 +167,10 @@ async fn peak_until_drained(
 }
 
 fn mib(kib: u64) -> f64 {
-    #[allow(clippy::cast_precision_loss, reason = "memory sizes fit an f64 exactly")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "memory sizes fit an f64 exactly"
+    )]
     let k = kib as f64;
     k / 1024.0
 }
@@ -200,12 +212,19 @@ async fn p6() -> anyhow::Result<()> {
         fill_outbox(&queue).await?;
     }
     let status_port = free_port()?;
-    let config = daemon_config(&env, &data, status_port, proxy.local_addr(), dovecot.lmtp_addr())?;
+    let config = daemon_config(
+        &env,
+        &data,
+        status_port,
+        proxy.local_addr(),
+        dovecot.lmtp_addr(),
+    )?;
+    let log = env.dir.path().join("passerelle.log");
     let mut daemon = Command::new(&bin)
         .args(["run", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting passerelle")?;
     let pid = daemon.id();
@@ -220,7 +239,14 @@ async fn p6() -> anyhow::Result<()> {
     .await;
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = daemon.wait();
-    let (ours_idle, ours_draining) = measured?;
+    let (ours_idle, ours_draining) = measured.with_context(|| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        format!(
+            "the daemon's last lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    })?;
 
     // Anchor: a Postfix relay holding the same messages, idle then flushing.
     let relay = tokio::task::block_in_place(|| {
@@ -293,7 +319,14 @@ async fn client_certificate(env: &TestEnv) -> anyhow::Result<Vec<u8>> {
         .arg(env.pki_path(&format!("{ca}.crt.pem")))
         .arg("-CAkey")
         .arg(env.pki_path(&format!("{ca}.key.pem")))
-        .args(["-set_serial", "0x50363031", "-days", "30", "-sha256", "-extfile"])
+        .args([
+            "-set_serial",
+            "0x50363031",
+            "-days",
+            "30",
+            "-sha256",
+            "-extfile",
+        ])
         .arg(&ext)
         .arg("-out")
         .arg(&pem)

@@ -82,6 +82,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // must not start half-secured (EX_SSI_5100, RE_OPE_5040), and nothing falls back to a
     // software key.
     let keystore = open_keystore(&config).await?;
+    // The device certificate exists before any service that presents it starts (the LAN
+    // submission listener, the rights endpoint, the web admin).
+    let device = device_certificate(&config, keystore.as_ref()).await?;
     let trust = start_trust(&config, &mut tasks)?;
     let liste_blanche = start_liste_blanche(&config, trust.as_ref(), &mut tasks)?;
     start_connector(
@@ -126,7 +129,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .context("starting the card service (is pcscd running?)")
         })
         .transpose()?;
-    let device = device_certificate(&config, keystore.as_ref()).await?;
     start_rights(&config, cards.as_ref(), device.as_ref(), &mut tasks)?;
     let updates = start_updater(&config, &mut tasks)?;
     start_webadmin(
