@@ -94,14 +94,14 @@ fn process_tree(root: u32) -> Vec<u32> {
                 continue;
             };
             // The parent pid is the 2nd field after the parenthesised command name.
-            let ppid = std::fs::read_to_string(entry.path().join("stat"))
+            let parent_pid = std::fs::read_to_string(entry.path().join("stat"))
                 .ok()
                 .and_then(|s| {
                     s.rsplit_once(')')
                         .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
                 });
-            if let Some(ppid) = ppid {
-                parents.push((pid, ppid));
+            if let Some(parent_pid) = parent_pid {
+                parents.push((pid, parent_pid));
             }
         }
     }
