@@ -43,6 +43,24 @@ impl async_imap::Authenticator for EmptyResponse {
     }
 }
 
+/// Fetched bytes held before they are made durable together: bounded so that a batch of
+/// large messages does not sit in memory.
+const MIRROR_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Messages fetched and not yet enqueued.
+#[derive(Debug, Default)]
+struct Pending {
+    messages: Vec<(u32, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, uid: u32, body: &[u8]) {
+        self.bytes += body.len();
+        self.messages.push((uid, body.to_vec()));
+    }
+}
+
 pub(crate) struct BalTask {
     pub(crate) config: Arc<MirrorConfig>,
     pub(crate) bal: BalMirror,
@@ -291,6 +309,7 @@ impl BalTask {
                 .collect::<Vec<_>>()
                 .join(",");
             let mut highest = state.last_uid;
+            let mut pending = Pending::default();
             {
                 let mut stream = self
                     .timed("UID FETCH", async {
@@ -309,15 +328,38 @@ impl BalTask {
                     let (Some(uid), Some(body)) = (fetch.uid, fetch.body()) else {
                         continue; // a flag update mixed into the answer
                     };
-                    self.mirror_one(folder, &state, uid, body).await?;
+                    pending.push(uid, body);
                     highest = highest.max(uid);
+                    if pending.bytes >= MIRROR_BATCH_BYTES {
+                        self.mirror_many(folder, &state, &mut pending).await?;
+                    }
                 }
             }
+            self.mirror_many(folder, &state, &mut pending).await?;
             drain(session);
             state.last_uid = highest;
             self.db.set_folder(bal, folder, state).await?;
         }
         Ok(uidvalidity)
+    }
+
+    /// Makes the fetched messages durable together: their enqueues run concurrently and so
+    /// share the queue's group commit (one synced write for the lot instead of one each).
+    /// `last_uid` moves only after every one of them is durable.
+    async fn mirror_many(
+        &self,
+        folder: &str,
+        state: &FolderState,
+        pending: &mut Pending,
+    ) -> Result<(), MirrorError> {
+        let messages = std::mem::take(pending).messages;
+        futures::future::try_join_all(
+            messages
+                .iter()
+                .map(|(uid, body)| self.mirror_one(folder, state, *uid, body)),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The durable step: the message is in the inbox queue before anything else happens.
