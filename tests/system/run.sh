@@ -13,7 +13,8 @@
 #      never installs 3.0.0 again.
 # Bad inputs on the way: a torn boot entry for slot b is on the ESP from the start (1.0.0
 # boots, removes it and updates); a second box whose data partition cannot stage the image
-# refuses the update with its slot untouched and keeps running 1.0.0.
+# refuses the update with its slot untouched and keeps running 1.0.0; at the end a factory
+# reset wipes the data partition.
 # Every wait polls the serial log with a deadline; any miss fails with the log's tail.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -189,4 +190,22 @@ wait_for 'updater: running image.*"b".*version.*2\.0\.0' 2 240 "the box is back 
 wait_for 'armed slot never became healthy: fell back' 1 60 "2.0.0 reports the fallback from 3.0.0"
 wait_for 'skipping a release that failed its boot here.*3\.0\.0' 1 60 "3.0.0 is not installed again"
 if plain "$serial" | grep -qE 'boot committed.*"a"'; then fail "3.0.0 was committed"; fi
+
+# 4. Factory reset: the flag passerelle-factory-reset leaves on the ESP (set here from the
+# host, box off) makes the next boot recreate the data partition before anything mounts it.
+# Proof: the flag is consumed and the box has forgotten that 3.0.0 failed (so it fetches it).
+kill "$qemu_pid"
+wait "$qemu_pid" 2>/dev/null || true
+: >"$work/factory-reset"
+mmd -i "$work/disk.img@@1M" ::/passerelle 2>/dev/null || true
+mcopy -i "$work/disk.img@@1M" "$work/factory-reset" ::/passerelle/factory-reset
+boot "$work/serial-4.log"
+wait_for 'updater: running image.*"b".*version.*2\.0\.0' 1 240 "2.0.0 boots after the factory reset"
+wait_for 'downloading into the inactive slot.*3\.0\.0' 1 120 "the wiped box no longer remembers 3.0.0's failure"
+kill "$qemu_pid"
+wait "$qemu_pid" 2>/dev/null || true
+if mdir -b -i "$work/disk.img@@1M" ::/passerelle | grep -q factory-reset; then
+  fail "the factory reset flag was not consumed"
+fi
+say "ok: factory reset wiped the data partition"
 say "PASS in $(($(date +%s) - t0))s"
