@@ -141,6 +141,7 @@ impl Deliverer {
             .await
             .map_err(|e| e.to_string())?;
         lmtp.ehlo().await.map_err(|e| e.to_string())?;
+        let mut acks = tokio::task::JoinSet::new();
         for (n, item) in leased.iter().enumerate() {
             let Some((origin, raw)) = Origin::parse(item.payload()) else {
                 let _ = self
@@ -173,6 +174,7 @@ impl Deliverer {
                             )
                             .await;
                     }
+                    while acks.join_next().await.is_some() {}
                     return Ok(());
                 }
             };
@@ -182,28 +184,7 @@ impl Deliverer {
                     if self.app_bals.contains(&origin.bal) {
                         self.note(&origin, raw).await;
                     }
-                    // Durable locally: record it where deletion depends on it, then ack.
-                    let deleting = self.delivered.get(&origin.bal);
-                    if deleting.is_some()
-                        && let Err(e) = self
-                            .db
-                            .mark(
-                                &origin.bal,
-                                &origin.folder,
-                                origin.uidvalidity,
-                                &[origin.uid],
-                                "delivered",
-                            )
-                            .await
-                    {
-                        tracing::error!(error = %e, "mirror state update failed");
-                    }
-                    if let Err(e) = self.queue.ack(item).await {
-                        tracing::error!(error = %e, item = %item.id(), "inbox ack failed; it will be delivered again");
-                    }
-                    if let Some(n) = deleting {
-                        n.notify_one();
-                    }
+                    self.delivered_locally(&origin, item, &mut acks).await;
                 }
                 Some(r) if r.code >= 500 => {
                     tracing::error!(bal = %origin.bal, uid = origin.uid, code = r.code, "local mailbox refused a mirrored message");
@@ -231,7 +212,43 @@ impl Deliverer {
             }
         }
         let _ = lmtp.quit().await;
+        while acks.join_next().await.is_some() {}
         Ok(())
+    }
+
+    /// Durable locally: record it where deletion depends on it, then ack. The ack commits
+    /// while the next message goes over LMTP, and shares the queue's group commit with the
+    /// other workers' acks; the caller waits for `acks` before its batch ends.
+    async fn delivered_locally(
+        &self,
+        origin: &Origin,
+        item: &Leased,
+        acks: &mut tokio::task::JoinSet<()>,
+    ) {
+        let deleting = self.delivered.get(&origin.bal);
+        if deleting.is_some()
+            && let Err(e) = self
+                .db
+                .mark(
+                    &origin.bal,
+                    &origin.folder,
+                    origin.uidvalidity,
+                    &[origin.uid],
+                    "delivered",
+                )
+                .await
+        {
+            tracing::error!(error = %e, "mirror state update failed");
+        }
+        let (queue, item, deleting) = (self.queue.clone(), item.clone(), deleting.cloned());
+        acks.spawn(async move {
+            if let Err(e) = queue.ack(&item).await {
+                tracing::error!(error = %e, item = %item.id(), "inbox ack failed; it will be delivered again");
+            }
+            if let Some(n) = deleting {
+                n.notify_one();
+            }
+        });
     }
 
     /// EX_GBM_4430: a mailbox-full DSN or an automatic reply received by an applicative

@@ -1,11 +1,11 @@
 //! The SQLite [`Store`]: WAL, `synchronous=FULL`, one connection (SQLite has one writer
 //! anyway, and one connection keeps every statement's commit ordering obvious).
 //!
-//! Inserts go through a **group commit**: one task takes every insert waiting at that moment
-//! (up to [`GROUP_COMMIT_MAX`]) and runs them in one transaction, so fifty clients submitting
-//! at once pay for one synced WAL commit, not fifty queued ones. Each caller is answered only
-//! after that commit. If the batch fails, each of its inserts is retried alone, so one bad row
-//! cannot fail its neighbours.
+//! Inserts and acks go through a **group commit**: one task takes every such write waiting at
+//! that moment (up to [`GROUP_COMMIT_MAX`]) and runs them in one transaction, so fifty clients
+//! submitting at once pay for one synced WAL commit, not fifty queued ones. Each caller is
+//! answered only after that commit. If the batch fails, each of its writes is retried alone,
+//! so one bad row cannot fail its neighbours.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub const GROUP_COMMIT_MAX: usize = 256;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    inserts: mpsc::Sender<InsertRequest>,
+    writes: mpsc::Sender<WriteRequest>,
 }
 
 /// A [`NewRow`] owned, to cross to the group-commit task.
@@ -67,65 +67,102 @@ impl From<NewRow<'_>> for OwnedRow {
     }
 }
 
+/// A write the group commit runs.
 #[derive(Debug)]
-struct InsertRequest {
-    row: OwnedRow,
-    reply: oneshot::Sender<Result<InsertOutcome, QueueError>>,
+enum Write {
+    Insert(OwnedRow),
+    /// Leased → done (the ack), checked against the lease generation.
+    Complete {
+        id: ItemId,
+        lease_gen: i64,
+        now_ms: i64,
+    },
+}
+
+/// What a [`Write`] did.
+#[derive(Debug)]
+enum Written {
+    Inserted(InsertOutcome),
+    Completed(bool),
+}
+
+#[derive(Debug)]
+struct WriteRequest {
+    write: Write,
+    reply: oneshot::Sender<Result<Written, QueueError>>,
 }
 
 /// The group-commit loop; ends when every [`SqliteStore`] clone is dropped.
-async fn group_commit(pool: SqlitePool, mut requests: mpsc::Receiver<InsertRequest>) {
+async fn group_commit(pool: SqlitePool, mut requests: mpsc::Receiver<WriteRequest>) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
     while requests.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
         if batch.len() > 1 {
-            match insert_batch(&pool, &batch).await {
+            match write_batch(&pool, batch.iter().map(|r| &r.write)).await {
                 Ok(outcomes) => {
                     for (request, outcome) in batch.drain(..).zip(outcomes) {
-                        // A caller that gave up still has its item stored: at-least-once.
+                        // A caller that gave up still has its write committed: at-least-once.
                         let _ = request.reply.send(Ok(outcome));
                     }
                     continue;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, items = batch.len(), "group commit failed; inserting one by one");
+                    tracing::warn!(%error, writes = batch.len(), "group commit failed; writing one by one");
                 }
             }
         }
         for request in batch.drain(..) {
-            let outcome = insert_alone(&pool, &request.row).await;
+            let outcome = write_batch(&pool, std::iter::once(&request.write))
+                .await
+                .map(|mut done| done.remove(0));
             let _ = request.reply.send(outcome);
         }
     }
 }
 
-async fn insert_batch(
+/// Runs `writes` in one transaction.
+async fn write_batch<'a>(
     pool: &SqlitePool,
-    batch: &[InsertRequest],
-) -> Result<Vec<InsertOutcome>, QueueError> {
+    writes: impl ExactSizeIterator<Item = &'a Write>,
+) -> Result<Vec<Written>, QueueError> {
     let mut tx = pool
         .begin()
         .await
-        .map_err(QueueError::storage("begin insert batch"))?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch {
-        outcomes.push(insert_row(&mut tx, &request.row).await?);
+        .map_err(QueueError::storage("begin write batch"))?;
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for write in writes {
+        outcomes.push(match write {
+            Write::Insert(row) => Written::Inserted(insert_row(&mut tx, row).await?),
+            Write::Complete {
+                id,
+                lease_gen,
+                now_ms,
+            } => Written::Completed(complete_row(&mut tx, *id, *lease_gen, *now_ms).await?),
+        });
     }
     tx.commit()
         .await
-        .map_err(QueueError::storage("commit insert batch"))?;
+        .map_err(QueueError::storage("commit write batch"))?;
     Ok(outcomes)
 }
 
-async fn insert_alone(pool: &SqlitePool, row: &OwnedRow) -> Result<InsertOutcome, QueueError> {
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(QueueError::storage("begin insert"))?;
-    let outcome = insert_row(&mut tx, row).await?;
-    tx.commit()
-        .await
-        .map_err(QueueError::storage("commit insert"))?;
-    Ok(outcome)
+async fn complete_row(
+    tx: &mut Transaction<'_, sqlx::Sqlite>,
+    id: ItemId,
+    lease_gen: i64,
+    now_ms: i64,
+) -> Result<bool, QueueError> {
+    let done = sqlx::query(
+        "UPDATE items SET state = 'done', settled_at = ?1, last_error = NULL, \
+                payload = NULL, payload_file = NULL \
+         WHERE id = ?2 AND state = 'leased' AND lease_gen = ?3",
+    )
+    .bind(now_ms)
+    .bind(id.0)
+    .bind(lease_gen)
+    .execute(&mut **tx)
+    .await
+    .map_err(QueueError::storage("ack item"))?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Insert unless the key exists; either way the id holding the key. A duplicate writes
@@ -189,14 +226,28 @@ impl SqliteStore {
             .await
             .map_err(QueueError::storage("open database"))?;
         MIGRATOR.run(&pool).await.map_err(QueueError::Migrate)?;
-        let (inserts, requests) = mpsc::channel(GROUP_COMMIT_MAX);
+        let (writes, requests) = mpsc::channel(GROUP_COMMIT_MAX);
         tokio::spawn(group_commit(pool.clone(), requests));
-        Ok(Self { pool, inserts })
+        Ok(Self { pool, writes })
     }
 
     /// The underlying pool, for operators' tooling and tests that must reach past the API.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Hands `write` to the group commit and waits for its commit.
+    async fn write(&self, write: Write, op: &'static str) -> Result<Written, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || QueueError::Storage {
+            op,
+            source: sqlx::Error::PoolClosed,
+        };
+        self.writes
+            .send(WriteRequest { write, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// Close the pool, waiting for the connection to finish.
@@ -300,19 +351,10 @@ async fn lease_checked_update(
 
 impl Store for SqliteStore {
     async fn insert(&self, row: NewRow<'_>) -> Result<InsertOutcome, QueueError> {
-        let (reply, answer) = oneshot::channel();
-        let closed = || QueueError::Storage {
-            op: "insert item",
-            source: sqlx::Error::PoolClosed,
-        };
-        self.inserts
-            .send(InsertRequest {
-                row: row.into(),
-                reply,
-            })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        match self.write(Write::Insert(row.into()), "insert item").await? {
+            Written::Inserted(outcome) => Ok(outcome),
+            Written::Completed(_) => unreachable!("an insert answers Inserted"),
+        }
     }
 
     async fn find_key(
@@ -358,15 +400,15 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, id: ItemId, lease_gen: i64, now_ms: i64) -> Result<bool, QueueError> {
-        lease_checked_update(
-            &self.pool,
-            "ack item",
-            "UPDATE items SET state = 'done', settled_at = ?1, last_error = ?2, \
-                    payload = NULL, payload_file = NULL \
-             WHERE id = ?3 AND state = 'leased' AND lease_gen = ?4",
-            (id, lease_gen, now_ms, None),
-        )
-        .await
+        let write = Write::Complete {
+            id,
+            lease_gen,
+            now_ms,
+        };
+        match self.write(write, "ack item").await? {
+            Written::Completed(done) => Ok(done),
+            Written::Inserted(_) => unreachable!("an ack answers Completed"),
+        }
     }
 
     async fn reschedule(
