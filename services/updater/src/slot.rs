@@ -13,7 +13,9 @@
 //! during the copy therefore leaves a slot that does not look like a file system, and nothing
 //! is armed. The staging file is removed whatever happens.
 //!
-//! SHA-256 runs on its own thread, overlapping the writes (P8). The read-back is checked with
+//! The staging file is never fsynced: it only has to live until the copy (a power cut
+//! discards it anyway), so it mostly stays in the page cache. SHA-256 runs on its own thread,
+//! overlapping the download (P8). The read-back is checked with
 //! a CRC-32 of the bytes as they arrived: it guards against storage faults (in the staging
 //! file or the slot), not an adversary, and a second SHA-256 pass would halve throughput.
 
@@ -31,8 +33,8 @@ use crate::error::UpdateError;
 pub const HEADER_LEN: usize = 4096;
 /// Writes are batched to this size: the same as `dd bs=4M`, which the P8 bench compares with.
 pub const WRITE_CHUNK: usize = 4 << 20;
-/// A flusher thread starts writeback every this many bytes, so the disk works while SHA-256
-/// runs instead of everything waiting for one final fsync.
+/// While copying into the slot, a flusher thread starts writeback every this many bytes, so
+/// the disk works while the copy goes on instead of everything waiting for one final fsync.
 const FLUSH_EVERY: u64 = 32 << 20;
 
 /// Synchronous writer of one image into one slot through a staging file; see the module docs
@@ -46,8 +48,6 @@ pub struct SlotWriter {
     expected_len: u64,
     hash_tx: std::sync::mpsc::SyncSender<Vec<u8>>,
     hasher: std::thread::JoinHandle<[u8; 32]>,
-    flush_tx: std::sync::mpsc::SyncSender<()>,
-    flusher: std::thread::JoinHandle<std::io::Result<()>>,
     crc: crc32fast::Hasher,
     pos: u64,
 }
@@ -97,17 +97,6 @@ impl SlotWriter {
                 h.finalize().into()
             })
             .map_err(|e| UpdateError::io(slot, e))?;
-        let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let to_flush = file.try_clone().map_err(|e| UpdateError::io(staging, e))?;
-        let flusher = std::thread::Builder::new()
-            .name("slot-flush".into())
-            .spawn(move || {
-                for () in flush_rx {
-                    to_flush.sync_data()?;
-                }
-                Ok(())
-            })
-            .map_err(|e| UpdateError::io(slot, e))?;
         Ok(Self {
             path: slot.to_owned(),
             staging_path: staging.to_owned(),
@@ -116,8 +105,6 @@ impl SlotWriter {
             expected_len,
             hash_tx,
             hasher,
-            flush_tx,
-            flusher,
             crc: crc32fast::Hasher::new(),
             pos: 0,
         })
@@ -139,12 +126,7 @@ impl SlotWriter {
         self.staging
             .write_all_at(data, self.pos)
             .map_err(|e| UpdateError::io(&self.staging_path, e))?;
-        let before = self.pos;
         self.pos = end;
-        if before / FLUSH_EVERY != self.pos / FLUSH_EVERY {
-            // Full means a flush is already pending, which covers these bytes too.
-            let _ = self.flush_tx.try_send(());
-        }
         Ok(())
     }
 
@@ -174,11 +156,6 @@ impl SlotWriter {
             });
         }
         drop(self.hash_tx);
-        drop(self.flush_tx);
-        let flushed = self.flusher.join().map_err(|_| {
-            UpdateError::io(&self.path, std::io::Error::other("flush thread panicked"))
-        })?;
-        flushed.map_err(|e| UpdateError::io(&self.staging_path, e))?;
         let actual = self.hasher.join().map_err(|_| {
             UpdateError::io(&self.path, std::io::Error::other("SHA-256 thread panicked"))
         })?;
@@ -273,22 +250,41 @@ fn copy_into_slot(
     )
     .and_then(|()| slot.sync_data())
     .map_err(to_slot)?;
+    let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let to_flush = slot.try_clone().map_err(to_slot)?;
+    let flusher = std::thread::Builder::new()
+        .name("slot-flush".into())
+        .spawn(move || {
+            for () in flush_rx {
+                to_flush.sync_data()?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .map_err(to_slot)?;
     let mut buf = vec![0; WRITE_CHUNK];
     let mut pos = header_len;
-    let mut since_flush = 0u64;
-    while pos < len {
-        let n = usize::try_from((len - pos).min(WRITE_CHUNK as u64)).unwrap_or(WRITE_CHUNK);
-        staging
-            .read_exact_at(&mut buf[..n], pos)
-            .map_err(from_staging)?;
-        slot.write_all_at(&buf[..n], pos).map_err(to_slot)?;
-        pos += n as u64;
-        since_flush += n as u64;
-        if since_flush >= FLUSH_EVERY {
-            slot.sync_data().map_err(to_slot)?;
-            since_flush = 0;
+    let copied = (|| {
+        while pos < len {
+            let n = usize::try_from((len - pos).min(WRITE_CHUNK as u64)).unwrap_or(WRITE_CHUNK);
+            staging
+                .read_exact_at(&mut buf[..n], pos)
+                .map_err(from_staging)?;
+            slot.write_all_at(&buf[..n], pos).map_err(to_slot)?;
+            let before = pos;
+            pos += n as u64;
+            if before / FLUSH_EVERY != pos / FLUSH_EVERY {
+                // Full means a flush is already pending, which covers these bytes too.
+                let _ = flush_tx.try_send(());
+            }
         }
-    }
+        Ok(())
+    })();
+    drop(flush_tx);
+    let writeback = flusher
+        .join()
+        .map_err(|_| to_slot(std::io::Error::other("flush thread panicked")))?;
+    copied?;
+    writeback.map_err(to_slot)?;
     slot.sync_data().map_err(to_slot)?;
     let header = &mut buf[..usize::try_from(header_len).unwrap_or(HEADER_LEN)];
     staging.read_exact_at(header, 0).map_err(from_staging)?;
