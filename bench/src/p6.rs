@@ -279,9 +279,8 @@ async fn p6() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The BAL's ORG AUTH_CLI key generated in the token, its CSR signed by the test ORG CA
-/// (openssl: IGC-Santé CA names repeat OU, which rcgen cannot write as an issuer) and the
-/// certificate imported; returns its DER.
+/// The BAL's ORG AUTH_CLI key generated in the token, its CSR signed by the test ORG CA and
+/// the certificate imported; returns its DER.
 async fn client_certificate(env: &TestEnv) -> anyhow::Result<Vec<u8>> {
     let keystore = Keystore::open(&env.keystore).await?;
     let key = KeyRef::from(CLIENT_KEY);
@@ -300,42 +299,15 @@ async fn client_certificate(env: &TestEnv) -> anyhow::Result<Vec<u8>> {
         )
         .await?;
     let dir = env.dir.path();
-    let (csr_path, ext, pem, der) = (
-        dir.join("bal.csr.pem"),
-        dir.join("bal.ext"),
-        dir.join("bal.crt.pem"),
-        dir.join("bal.crt.der"),
-    );
-    std::fs::write(&csr_path, csr)?;
-    std::fs::write(
-        &ext,
+    let (pem, der) = (dir.join("bal.crt.pem"), dir.join("bal.crt.der"));
+    passerelle_testpki::openssl_issue(
+        &env.pki_path(""),
+        names::ACI_EL_ORG,
+        &csr,
         "keyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n",
+        0x5036_3031,
+        &pem,
     )?;
-    let ca = names::ACI_EL_ORG;
-    let signed = Command::new("openssl")
-        .args(["x509", "-req", "-in"])
-        .arg(&csr_path)
-        .arg("-CA")
-        .arg(env.pki_path(&format!("{ca}.crt.pem")))
-        .arg("-CAkey")
-        .arg(env.pki_path(&format!("{ca}.key.pem")))
-        .args([
-            "-set_serial",
-            "0x50363031",
-            "-days",
-            "30",
-            "-sha256",
-            "-extfile",
-        ])
-        .arg(&ext)
-        .arg("-out")
-        .arg(&pem)
-        .output()?;
-    ensure!(
-        signed.status.success(),
-        "openssl x509 -req: {}",
-        String::from_utf8_lossy(&signed.stderr)
-    );
     keystore.import_certificate(&key, &pem).await?;
     let converted = Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])

@@ -590,47 +590,16 @@ async fn ex_gbm_4430_app_bal_records_mailbox_full_and_out_of_office_notices() ->
     Ok(())
 }
 
-/// Signs `csr_pem` with the test PKI's ORG CA using the openssl CLI (IGC-Santé CA names
-/// repeat OU, which rcgen cannot write as an issuer).
+/// The ORG AUTH_CLI certificate for `csr_pem`, signed by the test PKI's ORG CA.
 fn issue_org_auth_cli(env: &TestEnv, csr_pem: &str) -> anyhow::Result<std::path::PathBuf> {
-    let dir = env.dir.path();
-    let (csr, ext, cert) = (
-        dir.join("org.csr.pem"),
-        dir.join("org.ext"),
-        dir.join("org.crt.pem"),
-    );
-    std::fs::write(&csr, csr_pem)?;
-    std::fs::write(
-        &ext,
+    let cert = env.dir.path().join("org.crt.pem");
+    passerelle_testpki::openssl_issue(
+        &env.pki_path(""),
+        passerelle_testpki::names::ACI_EL_ORG,
+        csr_pem,
         "keyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n",
+        0x4f52_4731,
+        &cert,
     )?;
-    let ca = passerelle_testpki::names::ACI_EL_ORG;
-    let out = std::process::Command::new("openssl")
-        .arg("x509")
-        .arg("-req")
-        .arg("-in")
-        .arg(&csr)
-        .arg("-CA")
-        .arg(env.pki_path(&format!("{ca}.crt.pem")))
-        .arg("-CAkey")
-        .arg(env.pki_path(&format!("{ca}.key.pem")))
-        .args([
-            "-set_serial",
-            "0x4f524731",
-            "-days",
-            "30",
-            "-sha256",
-            "-extfile",
-        ])
-        .arg(&ext)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .context("openssl")?;
-    ensure!(
-        out.status.success(),
-        "openssl x509 -req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     Ok(cert)
 }

@@ -128,6 +128,8 @@ pub enum TestPkiError {
     NotACa(String),
     #[error("a certificate named {0:?} already exists")]
     DuplicateName(String),
+    #[error("openssl x509 -req: {0}")]
+    Openssl(String),
 }
 
 impl TestPkiError {
@@ -136,6 +138,51 @@ impl TestPkiError {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+/// Signs a CSR made in a token (whose key the PKI never sees) with one of the PKI's CAs as
+/// written by [`TestPki::write_to`] in `pki_dir`, with the `openssl x509 -req` CLI:
+/// IGC-Santé CA names repeat OU, which rcgen cannot write as an issuer. `extensions` is an
+/// openssl extension file's text; the certificate (PEM) is written to `out` and lasts 30
+/// days.
+pub fn openssl_issue(
+    pki_dir: &Path,
+    ca: &str,
+    csr_pem: &str,
+    extensions: &str,
+    serial: u64,
+    out: &Path,
+) -> Result<(), TestPkiError> {
+    let (csr, ext) = (out.with_extension("csr.pem"), out.with_extension("ext"));
+    std::fs::write(&csr, csr_pem).map_err(|e| TestPkiError::io(&csr, e))?;
+    std::fs::write(&ext, extensions).map_err(|e| TestPkiError::io(&ext, e))?;
+    let signed = std::process::Command::new("openssl")
+        .args(["x509", "-req", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(pki_dir.join(format!("{ca}.crt.pem")))
+        .arg("-CAkey")
+        .arg(pki_dir.join(format!("{ca}.key.pem")))
+        .args([
+            "-set_serial",
+            &format!("{serial:#x}"),
+            "-days",
+            "30",
+            "-sha256",
+        ])
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(out)
+        .output()
+        .map_err(|e| TestPkiError::Openssl(e.to_string()))?;
+    if signed.status.success() {
+        Ok(())
+    } else {
+        Err(TestPkiError::Openssl(
+            String::from_utf8_lossy(&signed.stderr).into_owned(),
+        ))
     }
 }
 

@@ -319,39 +319,15 @@ pub async fn token_identity(world: &World) -> anyhow::Result<TokenIdentity> {
             },
         )
         .await?;
-    let csr_path = dir.path().join("b.csr.pem");
-    let ext = dir.path().join("b.ext");
     let cert = dir.path().join("b.crt.pem");
-    std::fs::write(&csr_path, csr)?;
-    std::fs::write(
-        &ext,
+    passerelle_testpki::openssl_issue(
+        &world.pki_file(""),
+        names::ACI_EL_ORG,
+        &csr,
         "keyUsage = critical, digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth, clientAuth\nsubjectAltName = DNS:mail.operateur-b.mssante.fr\n",
+        0x4b0b,
+        &cert,
     )?;
-    let ca = names::ACI_EL_ORG;
-    let out = Command::new("openssl")
-        .args(["x509", "-req", "-in"])
-        .arg(&csr_path)
-        .arg("-CA")
-        .arg(world.pki_file(&format!("{ca}.crt.pem")))
-        .arg("-CAkey")
-        .arg(world.pki_file(&format!("{ca}.key.pem")))
-        .args([
-            "-set_serial",
-            "0x4b0b",
-            "-days",
-            "30",
-            "-sha256",
-            "-extfile",
-        ])
-        .arg(&ext)
-        .arg("-out")
-        .arg(&cert)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "openssl x509 -req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     keystore.import_certificate(&key, &cert).await?;
     let certified = keystore.certified_key(&key).await?;
     Ok(TokenIdentity {
