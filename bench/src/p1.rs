@@ -102,7 +102,10 @@ async fn p1() -> anyhow::Result<()> {
     pki.write_to(&pki_dir)?;
     let server_files = server_files(&pki_dir);
     let (dovecot, sink) = tokio::task::block_in_place(|| {
-        start_sink(&server_files, vec![fingerprint(pki.cert(names::ORG_AUTH_CLI)?.der())])
+        start_sink(
+            &server_files,
+            vec![fingerprint(pki.cert(names::ORG_AUTH_CLI)?.der())],
+        )
     })?;
     let sink_log = sink.log_path().to_owned();
 
@@ -252,7 +255,9 @@ pub(crate) fn release_relay(relay: &Postfix) -> anyhow::Result<()> {
 }
 
 /// Puts the messages in an outbox, for the BAL named `app`.
-pub(crate) async fn fill_outbox(queue: &Queue<passerelle_queue::SqliteStore>) -> anyhow::Result<()> {
+pub(crate) async fn fill_outbox(
+    queue: &Queue<passerelle_queue::SqliteStore>,
+) -> anyhow::Result<()> {
     for i in 0..MESSAGES {
         let envelope = OutboxEnvelope {
             bal: "app".into(),
