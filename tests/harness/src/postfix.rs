@@ -179,12 +179,15 @@ impl PostfixBuilder {
             });
         }
         ready?;
-        // master detaches into its own session, out of reach of our process group.
+        // master detaches into its own session, out of reach of our process group. It may
+        // answer on port 25 a moment before its pid file is written (seen under load).
         let pid_file = dir.join("queue/pid/master.pid");
-        let master_pid = std::fs::read_to_string(&pid_file)
-            .map_err(|e| HarnessError::io(PEER, format!("read {}", pid_file.display()), e))?;
-        let master_pid = master_pid.trim().parse().map_err(|e| {
-            HarnessError::protocol(PEER, "read master.pid", format!("{master_pid:?}: {e}"))
+        let master_pid = process.wait_ready("master.pid", || {
+            let text = std::fs::read_to_string(&pid_file)
+                .map_err(|e| format!("read {}: {e}", pid_file.display()))?;
+            text.trim()
+                .parse::<i32>()
+                .map_err(|e| format!("{text:?}: {e}"))
         })?;
         process.adopt_group(master_pid);
         tracing::info!(%addr, dir = %dir.path().display(), "postfix ready");
