@@ -13,11 +13,9 @@ use std::time::Duration;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use crate::ApiLpsError;
 use crate::config::{BalConfig, BalKind, DnsConfig, Endpoint};
@@ -209,34 +207,23 @@ impl Autoconfig {
             .resolve(host, self.https_port)
             .await
             .map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
         let work = async {
             let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            let tls = TlsConnector::from(Arc::clone(&self.https))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
             let request = hyper::Request::get(path)
                 .header(hyper::header::HOST, host)
-                .body(Empty::<Bytes>::new())
+                .body(Full::new(Bytes::new()))
                 .map_err(|e| e.to_string())?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !response.status().is_success() {
-                return Err(format!("HTTP {}", response.status()));
+            let (status, body) = passerelle_trust::exchange(
+                Arc::clone(&self.https),
+                host,
+                tcp,
+                request,
+                MAX_AUTOCONFIG_XML,
+            )
+            .await?;
+            if !status.is_success() {
+                return Err(format!("HTTP {status}"));
             }
-            let body = Limited::new(response.into_body(), MAX_AUTOCONFIG_XML)
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes();
             String::from_utf8(body.to_vec()).map_err(|_| "body is not UTF-8".to_owned())
         };
         tokio::time::timeout(HTTP_TIMEOUT, work)

@@ -39,7 +39,9 @@ use std::sync::{Arc, Mutex};
 
 use passerelle_keystore::{KeyRef, Keystore, TokenCertResolver};
 use passerelle_queue::{Queue, SqliteStore};
-use passerelle_trust::{ProfileServerVerifier, TrustStore, mssante_client_config};
+use passerelle_trust::{
+    NoClientCertificate, ProfileServerVerifier, TrustStore, mssante_client_config,
+};
 use rustls::client::ResolvesClientCert;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -215,24 +217,6 @@ impl PracticeMail {
     }
 }
 
-/// A TLS client that presents no certificate (a PER/ORG BAL without AUTH_CLI key).
-#[derive(Debug)]
-struct NoClientCert;
-
-impl ResolvesClientCert for NoClientCert {
-    fn resolve(
-        &self,
-        _hints: &[&[u8]],
-        _schemes: &[rustls::SignatureScheme],
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        None
-    }
-
-    fn has_certs(&self) -> bool {
-        false
-    }
-}
-
 /// The daemon's entry point: TLS from the token (device key for the LAN, ORG AUTH_CLI per
 /// BAL) and the trust store (`server_profile` for the operator's fronts), then runs until
 /// `shutdown` resolves.
@@ -306,13 +290,13 @@ pub async fn serve_with_handle(
                     bal.name
                 )));
             }
-            None => Arc::new(NoClientCert),
+            None => Arc::new(NoClientCertificate),
         };
         let client = mssante_client_config(resolver, verifier.clone(), options)?;
         upstream.insert(bal.name.clone(), Arc::new(client));
     }
     let https = Arc::new(mssante_client_config(
-        Arc::new(NoClientCert),
+        Arc::new(NoClientCertificate),
         verifier,
         options,
     )?);

@@ -18,18 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use passerelle_imap_starttls::Tls;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
 use crate::error::BillingError;
 use crate::returns::{Handled, ReturnKind, Returns};
 
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 type Session = async_imap::Session<Tls>;
 
-/// Longest line read before TLS.
-const MAX_PLAIN_LINE: u64 = 8 * 1024;
 /// Most returns handled in one poll (the rest wait for the next).
 const MAX_PER_POLL: usize = 500;
 
@@ -70,63 +67,14 @@ async fn timed<T>(
         .map_err(|e| failed(route, step, e))
 }
 
-async fn read_line(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
-    let mut buf = Vec::new();
-    let n = (&mut *r)
-        .take(MAX_PLAIN_LINE)
-        .read_until(b'\n', &mut buf)
-        .await?;
-    if n == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    if !buf.ends_with(b"\n") {
-        return Err(std::io::Error::other("line too long"));
-    }
-    Ok(String::from_utf8_lossy(&buf).trim_end().to_owned())
-}
-
-/// STARTTLS by hand (async-imap speaks IMAP over an established stream only); nothing is
-/// sent in clear but `STARTTLS`.
+/// STARTTLS on the raw stream (the shared upgrade: nothing in clear but `STARTTLS`).
 async fn starttls(route: &ImapRoute) -> Result<async_imap::Client<Tls>, BillingError> {
     let tcp = TcpStream::connect(route.addr)
         .await
         .map_err(|e| failed(route, "connect", e))?;
-    let mut plain = BufReader::new(tcp);
-    let greeting = read_line(&mut plain)
+    passerelle_imap_starttls::starttls(tcp, Arc::clone(&route.tls), route.server_name.clone())
         .await
-        .map_err(|e| failed(route, "greeting", e))?;
-    if !greeting.starts_with("* OK") {
-        return Err(failed(route, "greeting", printable(&greeting)));
-    }
-    plain
-        .get_mut()
-        .write_all(b"T0 STARTTLS\r\n")
-        .await
-        .map_err(|e| failed(route, "STARTTLS", e))?;
-    loop {
-        let line = read_line(&mut plain)
-            .await
-            .map_err(|e| failed(route, "STARTTLS", e))?;
-        if line.starts_with("T0 ") {
-            if !line.starts_with("T0 OK") {
-                return Err(failed(route, "STARTTLS", printable(&line)));
-            }
-            break;
-        }
-    }
-    // Bytes after the go-ahead would be a plaintext injection.
-    if !plain.buffer().is_empty() {
-        return Err(failed(route, "STARTTLS", "data after the go-ahead"));
-    }
-    let tls = tokio_rustls::TlsConnector::from(Arc::clone(&route.tls))
-        .connect(route.server_name.clone(), plain.into_inner())
-        .await
-        .map_err(|e| failed(route, "TLS handshake", e))?;
-    Ok(async_imap::Client::new(tls))
-}
-
-fn printable(line: &str) -> String {
-    line.chars().take(200).filter(|c| !c.is_control()).collect()
+        .map_err(|e| failed(route, e.step, e.why))
 }
 
 /// Unsolicited responses land in a bounded channel that blocks the session when full.

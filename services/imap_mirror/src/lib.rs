@@ -37,7 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use passerelle_keystore::{KeyRef, Keystore, TokenCertResolver};
 use passerelle_psc::Psc;
 use passerelle_queue::{Queue, SqliteStore};
-use passerelle_trust::{ProfileServerVerifier, TrustStore, mssante_client_config};
+use passerelle_trust::{
+    NoClientCertificate, ProfileServerVerifier, TrustStore, mssante_client_config,
+};
 use rustls::client::ResolvesClientCert;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -73,23 +75,6 @@ impl Counters {
     }
     pub fn notices(&self) -> u64 {
         self.notices.load(Ordering::SeqCst)
-    }
-}
-
-/// An XOAUTH2 BAL authenticates with a token, not a certificate.
-#[derive(Debug)]
-struct NoClientCertificate;
-
-impl ResolvesClientCert for NoClientCertificate {
-    fn resolve(
-        &self,
-        _: &[&[u8]],
-        _: &[rustls::SignatureScheme],
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        None
-    }
-    fn has_certs(&self) -> bool {
-        false
     }
 }
 
@@ -150,6 +135,7 @@ pub async fn run_mirror(
                         bal.bal
                     )));
                 }
+                // An XOAUTH2 BAL authenticates with a token, not a certificate.
                 (Arc::new(NoClientCertificate), None)
             }
             BalAuth::Certificate {

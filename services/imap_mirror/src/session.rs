@@ -12,11 +12,11 @@ use async_imap::extensions::idle::IdleResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::StreamExt as _;
+use passerelle_imap_starttls::Tls;
 use passerelle_psc::Psc;
 use passerelle_queue::{Queue, SqliteStore};
 use rustls_pki_types::ServerName;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -27,11 +27,7 @@ use crate::config::{BalAuth, BalMirror, MirrorConfig};
 use crate::db::{FolderState, MirrorDb};
 use crate::deliver::Origin;
 
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 type Session = async_imap::Session<Tls>;
-
-/// Longest line read before TLS (greeting, STARTTLS reply).
-const MAX_PLAIN_LINE: usize = 8 * 1024;
 
 /// Answers any SASL challenge with an empty response: XOAUTH2 servers send a JSON error
 /// challenge before the final NO (OA-04), which the client must acknowledge so.
@@ -563,60 +559,12 @@ impl BalTask {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| upstream(bal, "connect", e))?;
-        let mut plain = BufReader::new(tcp);
-        let greeting = read_line(&mut plain)
-            .await
-            .map_err(|e| upstream(bal, "greeting", e))?;
-        if !greeting.starts_with("* OK") {
-            return Err(upstream(bal, "greeting", printable(&greeting)));
-        }
-        plain
-            .get_mut()
-            .write_all(b"T0 STARTTLS\r\n")
-            .await
-            .map_err(|e| upstream(bal, "STARTTLS", e))?;
-        loop {
-            let line = read_line(&mut plain)
-                .await
-                .map_err(|e| upstream(bal, "STARTTLS", e))?;
-            if line.starts_with("T0 ") {
-                if !line.starts_with("T0 OK") {
-                    return Err(upstream(bal, "STARTTLS", printable(&line)));
-                }
-                break;
-            }
-        }
-        // Bytes after the go-ahead would be a plaintext injection (CVE-2011-0411 style).
-        if !plain.buffer().is_empty() {
-            return Err(upstream(bal, "STARTTLS", "data after the go-ahead"));
-        }
         let name = ServerName::try_from(self.bal.imap_host.clone())
             .map_err(|e| MirrorError::Config(format!("imap_host {}: {e}", self.bal.imap_host)))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
-            .connect(name, plain.into_inner())
+        passerelle_imap_starttls::starttls(tcp, Arc::clone(&self.tls), name)
             .await
-            .map_err(|e| upstream(bal, "TLS handshake", e))?;
-        Ok(async_imap::Client::new(tls))
+            .map_err(|e| upstream(bal, e.step, e.why))
     }
-}
-
-async fn read_line(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
-    let mut buf = Vec::new();
-    let n = (&mut *r)
-        .take(MAX_PLAIN_LINE as u64)
-        .read_until(b'\n', &mut buf)
-        .await?;
-    if n == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    if !buf.ends_with(b"\n") {
-        return Err(std::io::Error::other("line too long"));
-    }
-    Ok(String::from_utf8_lossy(&buf).trim_end().to_owned())
-}
-
-fn printable(line: &str) -> String {
-    line.chars().take(200).filter(|c| !c.is_control()).collect()
 }
 
 /// Unsolicited responses land in a bounded channel that blocks the session when full.

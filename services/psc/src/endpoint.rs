@@ -5,13 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use passerelle_trust::{ProfileServerVerifier, TrustStore, mssante_client_config};
-use rustls::client::ResolvesClientCert;
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::ServerName;
+use passerelle_trust::{HttpsUrl, TrustStore, exchange, profile_client_config};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -19,20 +15,6 @@ use crate::PscError;
 
 /// Token answers beyond this are refused (a JWT trio is a few KB).
 const MAX_ANSWER: usize = 64 * 1024;
-
-/// PSC needs no client certificate.
-#[derive(Debug)]
-struct NoClientCertificate;
-
-impl ResolvesClientCert for NoClientCertificate {
-    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        None
-    }
-
-    fn has_certs(&self) -> bool {
-        false
-    }
-}
 
 /// A successful refresh (RFC 6749 §5.1).
 pub(crate) struct Granted {
@@ -85,9 +67,7 @@ struct ErrorAnswer {
 #[derive(Debug, Clone)]
 pub(crate) struct TokenEndpoint {
     pub(crate) url: String,
-    host: String,
-    port: u16,
-    path: String,
+    target: HttpsUrl,
     timeout: Duration,
     tls: Arc<rustls::ClientConfig>,
 }
@@ -99,31 +79,16 @@ impl TokenEndpoint {
         profile: &str,
         timeout: Duration,
     ) -> Result<Self, PscError> {
-        let bad = |why: &str| PscError::Config(format!("token_url {url}: {why}"));
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or_else(|| bad("not https://"))?;
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| bad("bad port"))?),
-            None => (authority, 443),
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let options = trust.tls_options();
-        let verifier = ProfileServerVerifier::new(trust, profile)
+        // PSC needs no client certificate.
+        let target = HttpsUrl::parse(url)
+            .map_err(|why| PscError::Config(format!("token_url {url}: {why}")))?;
+        let tls = profile_client_config(trust, profile)
             .map_err(|e| PscError::Config(format!("https_profile {profile}: {e}")))?;
-        let config =
-            mssante_client_config(Arc::new(NoClientCertificate), Arc::new(verifier), options)
-                .map_err(|e| PscError::Config(e.to_string()))?;
         Ok(Self {
             url: url.to_owned(),
-            host: host.to_owned(),
-            port,
-            path: if path.is_empty() { "/" } else { path }.to_owned(),
+            target,
             timeout,
-            tls: Arc::new(config),
+            tls,
         })
     }
 
@@ -238,20 +203,12 @@ impl TokenEndpoint {
     }
 
     async fn post(&self, body: &[u8]) -> Result<(u16, Bytes), String> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+        let HttpsUrl { host, port, path } = &self.target;
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        let driver = tokio::spawn(conn);
-        let request = hyper::Request::post(&self.path)
-            .header(hyper::header::HOST, &self.host)
+        let request = hyper::Request::post(path)
+            .header(hyper::header::HOST, host)
             .header(
                 hyper::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
@@ -259,17 +216,8 @@ impl TokenEndpoint {
             .header(hyper::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::copy_from_slice(body)))
             .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        let status = response.status().as_u16();
-        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| format!("answer body: {e}"))?
-            .to_bytes();
-        driver.abort();
-        Ok((status, bytes))
+        let (status, answer) =
+            exchange(Arc::clone(&self.tls), host, tcp, request, MAX_ANSWER).await?;
+        Ok((status.as_u16(), answer))
     }
 }

@@ -4,19 +4,14 @@
 //! connection is closed right after (A4 §6.3.3). Nothing read here is trusted: every
 //! certificate goes through [`crate::certs::validate_for`] before it is stored.
 //!
-//! Like the trust crate's `LdapCrlSource`, the exchange uses `ldap3_proto`'s codec, which
-//! bounds every message it reads (`ldap3` reads messages of any size).
+//! The exchange is the trust crate's [`AnonymousSearch`] (also used for CRLs), on
+//! `ldap3_proto`'s codec, which bounds every message it reads (`ldap3` reads messages of any
+//! size).
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use ldap3_proto::LdapCodec;
-use ldap3_proto::proto::{
-    LdapBindCred, LdapBindRequest, LdapDerefAliases, LdapFilter, LdapMsg, LdapOp, LdapResultCode,
-    LdapSearchRequest, LdapSearchScope,
-};
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use ldap3_proto::proto::{LdapFilter, LdapResultCode, LdapSearchScope};
+use passerelle_trust::AnonymousSearch;
 
 use crate::certs::expected_label;
 use crate::error::SesamError;
@@ -98,95 +93,32 @@ impl Directory {
     }
 
     async fn search(&self, base: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
-        let stream = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut conn = Framed::new(stream, LdapCodec::new(Some(MAX_LDAP_MESSAGE_BYTES), None));
-        let bind = LdapOp::BindRequest(LdapBindRequest {
-            version: 3,
-            dn: String::new(),
-            cred: LdapBindCred::Simple(String::new()),
-        });
-        conn.send(LdapMsg::new(1, bind))
-            .await
-            .map_err(|e| format!("bind: {e:?}"))?;
-        match next(&mut conn).await? {
-            LdapMsg {
-                msgid: 1,
-                op: LdapOp::BindResponse(r),
-                ..
-            } if r.res.code == LdapResultCode::Success => {}
-            other => return Err(format!("anonymous bind refused: {:?}", other.op)),
-        }
-        let search = LdapOp::SearchRequest(LdapSearchRequest {
-            base: base.to_owned(),
+        let done = AnonymousSearch {
+            host: &self.host,
+            port: self.port,
+            base,
             scope: LdapSearchScope::Subtree,
-            aliases: LdapDerefAliases::Never,
-            sizelimit: i32::try_from(MAX_CERTS).unwrap_or(i32::MAX),
-            timelimit: i32::try_from(self.timeout.as_secs()).unwrap_or(i32::MAX),
-            typesonly: false,
             filter: LdapFilter::Or(vec![
                 LdapFilter::Equality("cn".to_owned(), label.to_owned()),
                 LdapFilter::Equality("mail".to_owned(), label.to_owned()),
             ]),
-            attrs: vec![ATTRIBUTE.to_owned()],
-        });
-        conn.send(LdapMsg::new(2, search))
-            .await
-            .map_err(|e| format!("search: {e:?}"))?;
-        let mut certs = Vec::new();
-        for _ in 0..MAX_MESSAGES {
-            match next(&mut conn).await? {
-                LdapMsg {
-                    msgid: 2,
-                    op: LdapOp::SearchResultEntry(entry),
-                    ..
-                } => {
-                    for attr in entry.attributes {
-                        let name = attr.atype.split(';').next().unwrap_or_default();
-                        if name.eq_ignore_ascii_case("userCertificate") {
-                            certs.extend(
-                                attr.vals
-                                    .into_iter()
-                                    .filter(|v| !v.is_empty() && v.len() <= MAX_CERT_BYTES),
-                            );
-                        }
-                    }
-                    if certs.len() > MAX_CERTS {
-                        certs.truncate(MAX_CERTS);
-                    }
-                }
-                LdapMsg {
-                    msgid: 2,
-                    op: LdapOp::SearchResultDone(done),
-                    ..
-                } => {
-                    // Best effort: the connection is dropped right after anyway.
-                    let _ = conn.send(LdapMsg::new(3, LdapOp::UnbindRequest)).await;
-                    return match done.code {
-                        LdapResultCode::Success | LdapResultCode::SizeLimitExceeded => Ok(certs),
-                        LdapResultCode::NoSuchObject => Ok(Vec::new()),
-                        code => Err(format!("search of {base:?}: {code:?} {}", done.message)),
-                    };
-                }
-                LdapMsg {
-                    msgid: 2,
-                    op: LdapOp::SearchResultReference(_),
-                    ..
-                } => {}
-                other => return Err(format!("unexpected message: {:?}", other.op)),
-            }
+            attribute: ATTRIBUTE,
+            size_limit: i32::try_from(MAX_CERTS).unwrap_or(i32::MAX),
+            timeout: self.timeout,
+            max_message_bytes: MAX_LDAP_MESSAGE_BYTES,
+            max_messages: MAX_MESSAGES,
         }
-        Err(format!("more than {MAX_MESSAGES} messages for one search"))
-    }
-}
-
-async fn next(conn: &mut Framed<TcpStream, LdapCodec>) -> Result<LdapMsg, String> {
-    match conn.next().await {
-        Some(Ok(msg)) => Ok(msg),
-        Some(Err(e)) => Err(format!(
-            "bad LDAP message (limit {MAX_LDAP_MESSAGE_BYTES} bytes): {e:?}"
-        )),
-        None => Err("the server closed the connection".to_owned()),
+        .run()
+        .await?;
+        match done.code {
+            LdapResultCode::Success | LdapResultCode::SizeLimitExceeded => Ok(done
+                .values
+                .into_iter()
+                .filter(|v| !v.is_empty() && v.len() <= MAX_CERT_BYTES)
+                .take(MAX_CERTS)
+                .collect()),
+            LdapResultCode::NoSuchObject => Ok(Vec::new()),
+            code => Err(format!("search of {base:?}: {code:?} {}", done.message)),
+        }
     }
 }

@@ -109,10 +109,80 @@ impl LdapCrlSource {
     }
 
     async fn read(&self) -> Result<Vec<u8>, String> {
-        let stream = TcpStream::connect((self.host.as_str(), self.port))
+        let done = AnonymousSearch {
+            host: &self.host,
+            port: self.port,
+            base: &self.dn,
+            scope: LdapSearchScope::Base,
+            filter: LdapFilter::Present("objectClass".to_owned()),
+            attribute: &self.attribute,
+            size_limit: 1,
+            timeout: self.timeout,
+            max_message_bytes: MAX_LDAP_MESSAGE_BYTES,
+            max_messages: MAX_MESSAGES,
+        }
+        .run()
+        .await?;
+        if done.code != LdapResultCode::Success {
+            return Err(format!(
+                "search of {:?}: {:?} {}",
+                self.dn, done.code, done.message
+            ));
+        }
+        let mut values = done.values;
+        match values.len() {
+            1 if values[0].len() as u64 > MAX_CRL_BYTES => Err(format!(
+                "{} is larger than {MAX_CRL_BYTES} bytes",
+                self.attribute
+            )),
+            1 => Ok(values.remove(0)),
+            0 => Err(format!("no {} in {:?}", self.attribute, self.dn)),
+            n => Err(format!(
+                "{n} values of {} in {:?}; expected one",
+                self.attribute, self.dn
+            )),
+        }
+    }
+}
+
+/// One search of an LDAP directory after an anonymous bind, every message read bounded in
+/// size and number; the connection is closed after the result. Used for CRLs here and for
+/// the SESAM-Vitale recipient certificates by the `sesam` crate. Time is bounded by the
+/// caller (a `tokio::time::timeout` around [`AnonymousSearch::run`]).
+#[derive(Debug)]
+pub struct AnonymousSearch<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub base: &'a str,
+    pub scope: LdapSearchScope,
+    pub filter: LdapFilter,
+    /// The attribute whose values are collected, matched on its name before any `;option`.
+    pub attribute: &'a str,
+    pub size_limit: i32,
+    /// Sent as the server-side time limit.
+    pub timeout: Duration,
+    pub max_message_bytes: usize,
+    /// Messages read after the search request before giving up.
+    pub max_messages: usize,
+}
+
+/// The values found and the search's result code, which the caller judges (a missing base
+/// or a size limit may be an answer).
+#[derive(Debug)]
+pub struct SearchDone {
+    pub values: Vec<Vec<u8>>,
+    pub code: LdapResultCode,
+    pub message: String,
+}
+
+impl AnonymousSearch<'_> {
+    /// Runs the search. The error says what failed, for the caller's own error type.
+    pub async fn run(self) -> Result<SearchDone, String> {
+        let stream = TcpStream::connect((self.host, self.port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let mut conn = Framed::new(stream, LdapCodec::new(Some(MAX_LDAP_MESSAGE_BYTES), None));
+        let limit = self.max_message_bytes;
+        let mut conn = Framed::new(stream, LdapCodec::new(Some(limit), None));
         let bind = LdapOp::BindRequest(LdapBindRequest {
             version: 3,
             dn: String::new(),
@@ -121,7 +191,7 @@ impl LdapCrlSource {
         conn.send(LdapMsg::new(1, bind))
             .await
             .map_err(|e| format!("bind: {e:?}"))?;
-        match next(&mut conn).await? {
+        match next(&mut conn, limit).await? {
             LdapMsg {
                 msgid: 1,
                 op: LdapOp::BindResponse(r),
@@ -139,27 +209,27 @@ impl LdapCrlSource {
             other => return Err(format!("unexpected answer to bind: {:?}", other.op)),
         }
         let search = LdapOp::SearchRequest(LdapSearchRequest {
-            base: self.dn.clone(),
-            scope: LdapSearchScope::Base,
+            base: self.base.to_owned(),
+            scope: self.scope,
             aliases: LdapDerefAliases::Never,
-            sizelimit: 1,
+            sizelimit: self.size_limit,
             timelimit: i32::try_from(self.timeout.as_secs()).unwrap_or(i32::MAX),
             typesonly: false,
-            filter: LdapFilter::Present("objectClass".to_owned()),
-            attrs: vec![self.attribute.clone()],
+            filter: self.filter,
+            attrs: vec![self.attribute.to_owned()],
         });
         conn.send(LdapMsg::new(2, search))
             .await
             .map_err(|e| format!("search: {e:?}"))?;
+        let wanted = self.attribute.split(';').next().unwrap_or_default();
         let mut values = Vec::new();
-        for _ in 0..MAX_MESSAGES {
-            match next(&mut conn).await? {
+        for _ in 0..self.max_messages {
+            match next(&mut conn, limit).await? {
                 LdapMsg {
                     msgid: 2,
                     op: LdapOp::SearchResultEntry(entry),
                     ..
                 } => {
-                    let wanted = self.attribute.split(';').next().unwrap_or_default();
                     for attr in entry.attributes {
                         let name = attr.atype.split(';').next().unwrap_or_default();
                         if name.eq_ignore_ascii_case(wanted) {
@@ -174,24 +244,11 @@ impl LdapCrlSource {
                 } => {
                     // Best effort: the connection is dropped right after anyway.
                     let _ = conn.send(LdapMsg::new(3, LdapOp::UnbindRequest)).await;
-                    if done.code != LdapResultCode::Success {
-                        return Err(format!(
-                            "search of {:?}: {:?} {}",
-                            self.dn, done.code, done.message
-                        ));
-                    }
-                    return match values.len() {
-                        1 if values[0].len() as u64 > MAX_CRL_BYTES => Err(format!(
-                            "{} is larger than {MAX_CRL_BYTES} bytes",
-                            self.attribute
-                        )),
-                        1 => Ok(values.remove(0)),
-                        0 => Err(format!("no {} in {:?}", self.attribute, self.dn)),
-                        n => Err(format!(
-                            "{n} values of {} in {:?}; expected one",
-                            self.attribute, self.dn
-                        )),
-                    };
+                    return Ok(SearchDone {
+                        values,
+                        code: done.code,
+                        message: done.message,
+                    });
                 }
                 LdapMsg {
                     msgid: 2,
@@ -202,17 +259,16 @@ impl LdapCrlSource {
             }
         }
         Err(format!(
-            "more than {MAX_MESSAGES} messages for a base-scope search"
+            "more than {} messages for one search",
+            self.max_messages
         ))
     }
 }
 
-async fn next(conn: &mut Framed<TcpStream, LdapCodec>) -> Result<LdapMsg, String> {
+async fn next(conn: &mut Framed<TcpStream, LdapCodec>, limit: usize) -> Result<LdapMsg, String> {
     match conn.next().await {
         Some(Ok(msg)) => Ok(msg),
-        Some(Err(e)) => Err(format!(
-            "bad LDAP message (limit {MAX_LDAP_MESSAGE_BYTES} bytes): {e:?}"
-        )),
+        Some(Err(e)) => Err(format!("bad LDAP message (limit {limit} bytes): {e:?}")),
         None => Err("the server closed the connection".to_owned()),
     }
 }

@@ -22,6 +22,7 @@ mod config;
 mod crl;
 mod dn;
 mod error;
+mod https;
 mod ldap;
 mod ocsp;
 mod source;
@@ -39,7 +40,8 @@ pub use config::{
 pub use crl::{CrlKind, CrlUpdate, MAX_CRL_BYTES};
 pub use dn::{Attribute, AttributeValue, Dn, MAX_DN_STRING_LEN, MAX_RDNS, prepare};
 pub use error::{Refusal, TrustError};
-pub use ldap::LdapCrlSource;
+pub use https::{HttpsUrl, NoClientCertificate, exchange, profile_client_config};
+pub use ldap::{AnonymousSearch, LdapCrlSource, SearchDone};
 pub use ocsp::{MAX_OCSP_RESPONSE_BYTES, OCSP_CLOCK_SKEW};
 pub use source::{CrlSource, FetchFuture, HttpCrlSource, RefreshReport};
 pub use store::{Profile, TrustStore, Validated};
