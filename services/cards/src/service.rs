@@ -95,6 +95,15 @@ impl Shared {
     }
 
     /// The card of `reader` if it is still insertion `generation`.
+    /// Whether the card of `generation` is still the one in `reader`.
+    pub fn is_current(&self, reader: &str, generation: u64) -> bool {
+        self.state()
+            .readers
+            .get(reader)
+            .and_then(|r| r.card.as_ref())
+            .is_some_and(|c| c.generation == generation)
+    }
+
     pub fn with_card(&self, reader: &str, generation: u64, f: impl FnOnce(&mut CardInfo)) {
         let mut state = self.state();
         if let Some(card) = state

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use passerelle_apdu::cps::{
     self, ALG_RSA_PKCS1, CPS3_CLA, CPS4_CLA, EF_CERT_AUTH, EF_IDENTITY, EF_SN_ICC, KEY_REF_AUTH,
@@ -17,6 +17,10 @@ use crate::{CardError, CardKind, CpsIdentity, Pin, PinState, Result};
 
 /// Largest EF read: a certificate with a long chain of extensions stays well under this.
 const MAX_EF: usize = 8 * 1024;
+/// A card read right after insertion can be reset or lose power under the reader's own
+/// power-up (PC/SC `SCARD_W_RESET_CARD` and friends): it is read again, this many times,
+/// while it is still the card in the reader, rather than left unusable until re-inserted.
+const READ_RETRIES: u32 = 3;
 /// Largest RSA signature accepted from the card (RSA-4096).
 const MAX_SIGNATURE: usize = 512;
 
@@ -146,7 +150,19 @@ fn inserted(
     kind: CardKind,
     generation: u64,
 ) {
-    let read = connect_and_read(ctx, &reader, kind, generation);
+    let mut attempt = 0;
+    let read = loop {
+        match connect_and_read(ctx, &reader, kind, generation) {
+            Err(e @ CardError::CardRemoved { .. })
+                if attempt < READ_RETRIES && shared.is_current(&reader, generation) =>
+            {
+                attempt += 1;
+                tracing::debug!(reader = %reader, error = %e, attempt, "CPS card read again after a reset");
+                std::thread::sleep(Duration::from_millis(50 << attempt));
+            }
+            read => break read,
+        }
+    };
     let identity = match read {
         Ok((conn, identity, cert)) => {
             let pin = pin_status(shared, &reader, &conn).unwrap_or(PinState::Unknown);

@@ -122,7 +122,13 @@ impl Rig {
         self.card.insert()?;
         tokio::time::timeout(Duration::from_secs(20), async {
             loop {
-                if let CardEvent::CardReady { .. } = events.recv().await? {
+                if let CardEvent::CardReady { identity, .. } = events.recv().await? {
+                    // A card whose identity could not be read is ready but unusable: say why.
+                    anyhow::ensure!(
+                        identity.is_some(),
+                        "card identity not read: {:?}",
+                        self.cards.readers()
+                    );
                     return anyhow::Ok(());
                 }
             }
