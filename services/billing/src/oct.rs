@@ -23,9 +23,7 @@
 //! The mixed FSE+DRE profile of A5 §7.1 is missing from the source (digest §8 #20): a file
 //! mixing both is refused by the lot check like any file whose header does not fit its flow.
 
-use std::io::Read as _;
-
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MessageParser;
 use passerelle_keystore::TokenKey;
 use passerelle_sesam::{Envelope, SesamError};
 use passerelle_smtp::{Envelope as SmtpEnvelope, Handler, Reply, SessionInfo};
@@ -33,6 +31,7 @@ use passerelle_smtp::{Envelope as SmtpEnvelope, Handler, Reply, SessionInfo};
 use crate::error::BillingError;
 use crate::intake::{Intake, MetaIn};
 use crate::lot_file::LotId;
+use crate::relay::{LotPart, gunzip};
 
 /// The queue kind of returns forwarded to practices; payload `"<to>\n"` + the mail.
 pub const OCT_RETURN_KIND: &str = "sesam-oct-return";
@@ -85,30 +84,9 @@ impl OctIntake {
             .message_id()
             .map(|m| format!("<{m}>"))
             .unwrap_or_default();
-        let subject = msg.subject().unwrap_or_default().trim().to_owned();
-        let files: Vec<_> = msg
-            .parts
-            .iter()
-            .filter(|p| p.content_description().is_some())
-            .collect();
-        let [part] = files.as_slice() else {
-            return Err(not_a_lot(format!(
-                "expected one lot file with a Content-Description, found {}",
-                files.len()
-            )));
-        };
-        let desc = part.content_description().unwrap_or_default();
-        let (flow, env, _) = crate::relay::flow_env(desc).ok_or_else(|| {
-            not_a_lot(format!(
-                "Content-Description {desc:?} is not an FSE or DRE lot"
-            ))
-        })?;
-        let flags = desc
-            .trim()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
+        let lot = LotPart::find(&msg).map_err(not_a_lot)?;
+        let (flow, env) = (lot.flow, lot.env);
+        let flags = lot.desc.rsplit('/').next().unwrap_or_default();
         if !flags.ends_with('K') {
             return Err(Refused(Reply::new(
                 554,
@@ -117,7 +95,7 @@ impl OctIntake {
             )));
         }
         let crypto = |e: SesamError| Refused(Reply::new(554, (5, 7, 5), e.to_string()));
-        let envelope = Envelope::parse(part.contents()).map_err(crypto)?;
+        let envelope = Envelope::parse(lot.part.contents()).map_err(crypto)?;
         let wrapped = envelope
             .encrypted_key_for(&self.certificate)
             .map_err(crypto)?;
@@ -129,19 +107,9 @@ impl OctIntake {
         let mut content = envelope.open(unwrapped).map_err(crypto)?;
         let max = self.intake.max_lot_bytes;
         if flags.contains('Z') {
-            let mut plain = Vec::new();
-            flate2::read::GzDecoder::new(content.as_slice())
-                .take(max + 1)
-                .read_to_end(&mut plain)
-                .map_err(|e| not_a_lot(format!("bad gzip: {e}")))?;
-            content = plain;
+            content = gunzip(&content, max).map_err(not_a_lot)?;
         }
-        let file_name = part
-            .attachment_name()
-            .unwrap_or("lot")
-            .trim_end_matches(".pkcs7")
-            .trim_end_matches(".gz")
-            .to_owned();
+        let file_name = lot.file_name();
         let meta = MetaIn {
             flow: flow.as_str().into(),
             env: env.as_str().into(),
@@ -150,7 +118,7 @@ impl OctIntake {
             } else {
                 "amc".into()
             },
-            subject,
+            subject: lot.subject,
             name: Some(file_name),
         };
         Ok((meta, content, message_id))

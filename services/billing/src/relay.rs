@@ -8,7 +8,7 @@
 
 use std::io::Read;
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders};
 use passerelle_sesam::{Env, Flow};
 use passerelle_smtp::{Envelope, Handler, Reply, SessionInfo};
 
@@ -47,58 +47,91 @@ fn refuse(why: impl Into<String>) -> BillingError {
     BillingError::NotALot { why: why.into() }
 }
 
+/// The one lot file of a practice's lot mail and what its `Content-Description` says; shared
+/// by this relay and the OCT intake, which receive the same mails (plain or encrypted).
+pub(crate) struct LotPart<'m> {
+    pub(crate) part: &'m MessagePart<'m>,
+    /// Upper case, trimmed (`FSE/B2/Z`, `DRETEST/DR/K`…).
+    pub(crate) desc: String,
+    pub(crate) flow: Flow,
+    pub(crate) env: Env,
+    pub(crate) compressed: bool,
+    pub(crate) subject: String,
+}
+
+impl<'m> LotPart<'m> {
+    /// The only part with a `Content-Description`, naming an FSE or DRE lot.
+    pub(crate) fn find(msg: &'m Message<'m>) -> Result<Self, String> {
+        let files: Vec<_> = msg
+            .parts
+            .iter()
+            .filter(|p| p.content_description().is_some())
+            .collect();
+        let [part] = files.as_slice() else {
+            return Err(format!(
+                "expected one lot file with a Content-Description, found {}",
+                files.len()
+            ));
+        };
+        let raw = part.content_description().unwrap_or_default();
+        let (flow, env, compressed) = flow_env(raw)
+            .ok_or_else(|| format!("Content-Description {raw:?} is not an FSE or DRE lot"))?;
+        Ok(Self {
+            part,
+            desc: raw.trim().to_ascii_uppercase(),
+            flow,
+            env,
+            compressed,
+            subject: msg.subject().unwrap_or_default().trim().to_owned(),
+        })
+    }
+
+    /// The attachment's name without the transport suffixes.
+    pub(crate) fn file_name(&self) -> String {
+        self.part
+            .attachment_name()
+            .unwrap_or("lot")
+            .trim_end_matches(".pkcs7")
+            .trim_end_matches(".gz")
+            .to_owned()
+    }
+}
+
+/// Gunzips a lot, refusing more than `max` bytes of output.
+pub(crate) fn gunzip(content: &[u8], max: u64) -> Result<Vec<u8>, String> {
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(content)
+        .take(max + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| format!("bad gzip: {e}"))?;
+    Ok(plain)
+}
+
 /// The lot and its metadata from the LPS's mail.
 fn lot_from_mail(raw: &[u8], max: u64) -> Result<(LotMeta, Vec<u8>), BillingError> {
     let msg = MessageParser::default()
         .parse(raw)
         .ok_or_else(|| refuse("unparsable mail"))?;
-    let subject = msg.subject().unwrap_or_default().trim().to_owned();
-    let files: Vec<_> = msg
-        .parts
-        .iter()
-        .filter(|p| p.content_description().is_some())
-        .collect();
-    let [part] = files.as_slice() else {
-        return Err(refuse(format!(
-            "expected one lot file with a Content-Description, found {}",
-            files.len()
-        )));
-    };
-    let desc = part.content_description().unwrap_or_default();
-    let (flow, env, compressed) = flow_env(desc).ok_or_else(|| {
-        refuse(format!(
-            "Content-Description {desc:?} is not an FSE or DRE lot"
-        ))
-    })?;
-    if desc.trim().to_ascii_uppercase().ends_with('K') {
+    let lot = LotPart::find(&msg).map_err(refuse)?;
+    if lot.desc.ends_with('K') {
         return Err(refuse(
             "the lot is already encrypted; hand over the plain lot",
         ));
     }
-    let mut content = part.contents().to_vec();
-    if compressed || content.starts_with(&[0x1f, 0x8b]) {
-        let mut plain = Vec::new();
-        flate2::read::GzDecoder::new(content.as_slice())
-            .take(max + 1)
-            .read_to_end(&mut plain)
-            .map_err(|e| refuse(format!("bad gzip: {e}")))?;
-        content = plain;
+    let mut content = lot.part.contents().to_vec();
+    if lot.compressed || content.starts_with(&[0x1f, 0x8b]) {
+        content = gunzip(&content, max).map_err(refuse)?;
     }
-    let file_name = part
-        .attachment_name()
-        .unwrap_or("lot")
-        .trim_end_matches(".gz")
-        .to_owned();
     let meta = LotMeta {
-        flow,
-        env,
-        recipient: if flow == Flow::Fse {
+        flow: lot.flow,
+        env: lot.env,
+        recipient: if lot.flow == Flow::Fse {
             RecipientKind::Amo
         } else {
             RecipientKind::Amc
         },
-        subject,
-        file_name,
+        file_name: lot.file_name(),
+        subject: lot.subject,
     };
     Ok((meta, content))
 }
