@@ -5,6 +5,7 @@
 //! spacing and escaping by different tools.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use unicode_normalization::UnicodeNormalization;
 use x509_parser::prelude::FromDer;
@@ -79,9 +80,19 @@ enum Key {
 #[derive(Clone, Debug, Default)]
 pub struct Dn {
     rdns: Vec<Vec<Attribute>>,
+    /// The prepared comparison key, made at the first comparison or hash: RFC 4518
+    /// preparation (NFKC, case folding) is most of the cost of a liste blanche lookup (P4).
+    match_key: OnceLock<Vec<Vec<(String, Key)>>>,
 }
 
 impl Dn {
+    fn new(rdns: Vec<Vec<Attribute>>) -> Self {
+        Self {
+            rdns,
+            match_key: OnceLock::new(),
+        }
+    }
+
     /// Parse the DER `Name` of a certificate or CRL.
     pub fn from_der(der: &[u8]) -> Result<Self, TrustError> {
         let (_, name) = X509Name::from_der(der).map_err(|e| TrustError::Dn {
@@ -113,7 +124,7 @@ impl Dn {
                 why: format!("more than {MAX_RDNS} RDNs"),
             });
         }
-        Ok(Self { rdns })
+        Ok(Self::new(rdns))
     }
 
     /// Parse an RFC 4514 (or RFC 2253) string such as
@@ -142,15 +153,17 @@ impl Dn {
             })
     }
 
-    fn keys(&self) -> Vec<Vec<(String, Key)>> {
-        self.rdns
-            .iter()
-            .map(|rdn| {
-                let mut set: Vec<_> = rdn.iter().map(Attribute::key).collect();
-                set.sort();
-                set
-            })
-            .collect()
+    fn keys(&self) -> &[Vec<(String, Key)>] {
+        self.match_key.get_or_init(|| {
+            self.rdns
+                .iter()
+                .map(|rdn| {
+                    let mut set: Vec<_> = rdn.iter().map(Attribute::key).collect();
+                    set.sort();
+                    set
+                })
+                .collect()
+        })
     }
 }
 
@@ -384,7 +397,7 @@ impl<'a> Parser<'a> {
         }
         // Strings list the most specific RDN first; we keep encoding order.
         rdns.reverse();
-        Ok(Dn { rdns })
+        Ok(Dn::new(rdns))
     }
 
     fn attribute(&mut self) -> Result<Attribute, TrustError> {
