@@ -94,7 +94,6 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    /// The card of `reader` if it is still insertion `generation`.
     /// Whether the card of `generation` is still the one in `reader`.
     pub fn is_current(&self, reader: &str, generation: u64) -> bool {
         self.state()
@@ -104,6 +103,7 @@ impl Shared {
             .is_some_and(|c| c.generation == generation)
     }
 
+    /// The card of `reader` if it is still insertion `generation`.
     pub fn with_card(&self, reader: &str, generation: u64, f: impl FnOnce(&mut CardInfo)) {
         let mut state = self.state();
         if let Some(card) = state
