@@ -124,6 +124,7 @@ async fn measure() -> anyhow::Result<()> {
 
     let ours = handshakes_per_second(token_resolver, &client).await?;
     let anchor = handshakes_per_second(memory_resolver, &client).await?;
+    ks.close().await;
     println!(
         "BENCH K1 tls-handshake-token-rsa2048 ours={ours:.0} anchor={anchor:.0} unit=handshakes/s ratio={:.2}",
         ours / anchor

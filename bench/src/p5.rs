@@ -153,6 +153,7 @@ async fn ours(env: &TestEnv, operator: &Dovecot, fake: &FakePsc) -> anyhow::Resu
     let took = start.elapsed();
     stop.cancel();
     task.await??;
+    keystore.close().await;
     Ok(took)
 }
 

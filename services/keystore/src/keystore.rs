@@ -67,6 +67,14 @@ impl Keystore {
         .map_err(|_| KeystoreError::WorkerGone { token })?
     }
 
+    /// Closes the token session and resolves once it is closed; every
+    /// handle from this keystore (its `TokenKey`s too) then fails with
+    /// `WorkerGone`. A process calls this before it exits, so that its exit
+    /// never runs the module's destructors while the session is closing.
+    pub async fn close(&self) {
+        self.worker.close().await;
+    }
+
     /// The token's label.
     pub fn token_label(&self) -> &str {
         self.worker.token()

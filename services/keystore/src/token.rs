@@ -9,7 +9,7 @@
 //! are synchronous).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -64,7 +64,8 @@ impl SignMechanism {
 }
 
 /// A cheap, cloneable handle to the token thread. The thread stops when the
-/// last handle (the `Keystore` and every `TokenKey`) is dropped.
+/// last handle (the `Keystore` and every `TokenKey`) is dropped, or at
+/// [`Worker::close`].
 #[derive(Clone)]
 pub(crate) struct Worker {
     tx: mpsc::Sender<Job>,
@@ -93,10 +94,18 @@ impl Worker {
                 move || match TokenState::open(&thread_module, &thread_token, &pin_file) {
                     Ok(mut state) => {
                         let _ = ready_tx.send(Ok(()));
-                        // Runs until every sender is gone; dropping the
-                        // state then closes the session.
+                        // Runs until every sender is gone or `close` asked
+                        // to stop; dropping the state closes the session.
                         while let Ok(job) = rx.recv() {
                             job(&mut state);
+                            if state.closed_tx.is_some() {
+                                break;
+                            }
+                        }
+                        let closed_tx = state.closed_tx.take();
+                        drop(state);
+                        if let Some(closed_tx) = closed_tx {
+                            let _ = closed_tx.send(());
                         }
                     }
                     Err(e) => {
@@ -122,6 +131,22 @@ impl Worker {
     fn gone(&self) -> KeystoreError {
         KeystoreError::WorkerGone {
             token: self.token.to_string(),
+        }
+    }
+
+    /// Stops the token thread after the jobs already sent and resolves once
+    /// its session is closed. Later calls through any handle fail with
+    /// `WorkerGone`.
+    ///
+    /// A process must not exit while the token thread is still inside the
+    /// module: glibc runs the module's destructors from `exit` while the
+    /// thread closes its session, and SoftHSM then deadlocks or crashes.
+    pub(crate) async fn close(&self) {
+        let (closed_tx, closed_rx) = oneshot::channel();
+        let stop: Job = Box::new(move |state| state.closed_tx = Some(closed_tx));
+        if self.tx.send(stop).is_ok() {
+            // An error means the thread already ended, which is the aim.
+            let _ = closed_rx.await;
         }
     }
 
@@ -177,13 +202,17 @@ impl Worker {
     }
 }
 
-/// Loads and initialises a module.
+/// Loads and initialises a module, once per process.
 ///
-/// `C_Finalize` is never called: initialisation is process-wide, and a
-/// finalize racing a later open (CLI `init` then `generate`, or a keystore
-/// reopened while the previous token thread winds down) would close the new
-/// sessions. A second initialisation is therefore not an error.
+/// A module stays loaded and initialised until the process exits:
+/// `C_Finalize` racing a later open (CLI `init` then `generate`, or a
+/// keystore reopened while the previous token thread winds down) would close
+/// the new sessions, and unloading it from a token thread while the main
+/// thread exits deadlocks in glibc's loader lock (seen with SoftHSM 2.6.1:
+/// `dlclose` on the token thread, `_dl_fini` on the main one). A second
+/// initialisation by another user of the module is not an error either.
 fn load_module(module: &Path) -> Result<Pkcs11> {
+    static LOADED: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
     let load_err = |reason: String| KeystoreError::ModuleLoad {
         module: module.to_owned(),
         reason,
@@ -191,9 +220,20 @@ fn load_module(module: &Path) -> Result<Pkcs11> {
     if !module.exists() {
         return Err(load_err("no such file".to_owned()));
     }
+    // Loading runs on token threads only; a panic there poisons nothing
+    // this list relies on.
+    let mut loaded = LOADED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, pkcs11)) = loaded.iter().find(|(path, _)| path == module) {
+        return Ok(pkcs11.clone());
+    }
     let pkcs11 = Pkcs11::new(module).map_err(|e| load_err(e.to_string()))?;
     match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(pkcs11),
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+            loaded.push((module.to_owned(), pkcs11.clone()));
+            Ok(pkcs11)
+        }
         Err(e) => Err(load_err(format!("C_Initialize: {}", ckr_name(&e)))),
     }
 }
@@ -291,6 +331,9 @@ pub(crate) fn init_token(
 pub(crate) struct TokenState {
     session: Session,
     token: String,
+    /// Set by [`Worker::close`]: the thread stops after this job and
+    /// answers once the session is closed.
+    closed_tx: Option<oneshot::Sender<()>>,
 }
 
 impl TokenState {
@@ -330,6 +373,7 @@ impl TokenState {
         Ok(Self {
             session,
             token: token.to_owned(),
+            closed_tx: None,
         })
     }
 

@@ -84,6 +84,29 @@ async fn duplicate_label_is_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `close` returns once the session is closed: every handle (a `TokenKey`
+/// too) then fails with `WorkerGone` instead of reaching the module, and the
+/// token opens again in the same process (the module stays loaded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_the_session_for_every_handle_and_the_token_reopens() -> anyhow::Result<()> {
+    let env = common::token()?;
+    let ks = Keystore::open(&env.config).await?;
+    ks.generate("oct", KeyAlgorithm::Rsa2048).await?;
+    let key = ks.key(&KeyRef::from("oct")).await?;
+    ks.close().await;
+    let err = ks.list().await.expect_err("closed");
+    assert!(matches!(err, KeystoreError::WorkerGone { .. }), "{err}");
+    let err = key.decrypt_rsa_pkcs1(&[0; 256]).await.expect_err("closed");
+    assert!(matches!(err, KeystoreError::WorkerGone { .. }), "{err}");
+    // Closing twice is harmless.
+    ks.close().await;
+
+    let again = Keystore::open(&env.config).await?;
+    assert_eq!(again.list().await?.len(), 1);
+    again.close().await;
+    Ok(())
+}
+
 /// The CSR path the CLI takes (`Keystore::csr`), for RSA and EC keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csr_signed_in_the_token_verifies_with_openssl_req() -> anyhow::Result<()> {

@@ -23,6 +23,13 @@ pub enum KeystoreCommand {
         #[arg(long, value_name = "FILE")]
         so_pin_file: PathBuf,
     },
+    #[command(flatten)]
+    OnToken(TokenCommand),
+}
+
+/// The commands that work in an open, logged-in session.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
     /// Generate a key pair in the token (private key sensitive, not extractable).
     Generate {
         /// Name of the key, e.g. org-auth-cli.
@@ -205,27 +212,38 @@ pub fn run(cmd: KeystoreCommand, config: &KeystoreConfig) -> ExitCode {
 }
 
 async fn execute(cmd: KeystoreCommand, config: &KeystoreConfig) -> anyhow::Result<String> {
-    match cmd {
+    let cmd = match cmd {
         KeystoreCommand::Init { so_pin_file } => {
             Keystore::init_token(config, &so_pin_file).await?;
-            Ok(format!("token {:?} initialised", config.token_label))
+            return Ok(format!("token {:?} initialised", config.token_label));
         }
-        KeystoreCommand::Generate { label, algorithm } => {
-            let ks = Keystore::open(config).await?;
+        KeystoreCommand::OnToken(cmd) => cmd,
+    };
+    let ks = Keystore::open(config).await?;
+    let outcome = on_token(cmd, &ks).await;
+    // The session is closed before `main` returns: the process exiting while the token
+    // thread tears it down deadlocks inside the module.
+    ks.close().await;
+    outcome
+}
+
+async fn on_token(cmd: TokenCommand, ks: &Keystore) -> anyhow::Result<String> {
+    match cmd {
+        TokenCommand::Generate { label, algorithm } => {
             let info = ks.generate(&label, algorithm).await?;
             Ok(format!("generated {}", describe(&info)))
         }
-        KeystoreCommand::List => {
-            let keys = Keystore::open(config).await?.list().await?;
+        TokenCommand::List => {
+            let keys = ks.list().await?;
             if keys.is_empty() {
-                return Ok(format!("no keys on token {:?}", config.token_label));
+                return Ok(format!("no keys on token {:?}", ks.token_label()));
             }
             Ok(keys.iter().map(describe).collect::<Vec<_>>().join("\n"))
         }
-        KeystoreCommand::Csr { key, out, subject } => {
+        TokenCommand::Csr { key, out, subject } => {
             let key = key.key_ref()?;
             let subject = subject.subject();
-            let pem = Keystore::open(config).await?.csr(&key, &subject).await?;
+            let pem = ks.csr(&key, &subject).await?;
             match out {
                 Some(path) => {
                     tokio::fs::write(&path, &pem)
@@ -236,15 +254,14 @@ async fn execute(cmd: KeystoreCommand, config: &KeystoreConfig) -> anyhow::Resul
                 None => Ok(pem.trim_end().to_owned()),
             }
         }
-        KeystoreCommand::ImportCert { key, certificate } => {
+        TokenCommand::ImportCert { key, certificate } => {
             let key = key.key_ref()?;
-            let ks = Keystore::open(config).await?;
             let info = ks.import_certificate(&key, &certificate).await?;
             Ok(format!("imported {}", describe(&info)))
         }
-        KeystoreCommand::Delete { key } => {
+        TokenCommand::Delete { key } => {
             let key = key.key_ref()?;
-            let info = Keystore::open(config).await?.delete(&key).await?;
+            let info = ks.delete(&key).await?;
             Ok(format!("deleted {} id={}", info.label, info.id))
         }
     }

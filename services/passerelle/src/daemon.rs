@@ -82,45 +82,46 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // must not start half-secured (EX_SSI_5100, RE_OPE_5040), and nothing falls back to a
     // software key.
     let keystore = open_keystore(&config).await?;
+    let result = run_services(&config, &queue, keystore.as_ref(), tasks).await;
+    // The token session is closed before the process exits, on every path: an exit racing
+    // the token thread's teardown deadlocks inside the PKCS#11 module.
+    if let Some(keystore) = &keystore {
+        keystore.close().await;
+    }
+    result
+}
+
+async fn run_services(
+    config: &Config,
+    queue: &Arc<Queue<SqliteStore>>,
+    keystore: Option<&Keystore>,
+    mut tasks: Tasks,
+) -> anyhow::Result<()> {
     // The device certificate exists before any service that presents it starts (the LAN
     // submission listener, the rights endpoint, the web admin).
-    let device = device_certificate(&config, keystore.as_ref()).await?;
-    let trust = start_trust(&config, &mut tasks)?;
-    let liste_blanche = start_liste_blanche(&config, trust.as_ref(), &mut tasks)?;
+    let device = device_certificate(config, keystore).await?;
+    let trust = start_trust(config, &mut tasks)?;
+    let liste_blanche = start_liste_blanche(config, trust.as_ref(), &mut tasks)?;
     start_connector(
-        &config,
-        &queue,
-        keystore.as_ref(),
+        config,
+        queue,
+        keystore,
         trust.as_ref(),
         liste_blanche.as_ref(),
         &mut tasks,
     )?;
-    let psc = open_psc(&config, trust.as_ref(), keystore.as_ref()).await?;
+    let psc = open_psc(config, trust.as_ref(), keystore).await?;
     let mail = start_practice_mail(
-        &config,
-        &queue,
-        keystore.as_ref(),
+        config,
+        queue,
+        keystore,
         trust.as_ref(),
         psc.clone(),
         &mut tasks,
     )?;
-    start_mirror(
-        &config,
-        trust.as_ref(),
-        keystore.as_ref(),
-        psc.clone(),
-        &mut tasks,
-    )
-    .await?;
-    let billing = start_billing(
-        &config,
-        &queue,
-        trust.as_ref(),
-        keystore.as_ref(),
-        &mut tasks,
-    )
-    .await?;
-    let annuaire = start_annuaire(&config, &mut tasks).await?;
+    start_mirror(config, trust.as_ref(), keystore, psc.clone(), &mut tasks).await?;
+    let billing = start_billing(config, queue, trust.as_ref(), keystore, &mut tasks).await?;
+    let annuaire = start_annuaire(config, &mut tasks).await?;
     let cards = config
         .cards
         .as_ref()
@@ -129,13 +130,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .context("starting the card service (is pcscd running?)")
         })
         .transpose()?;
-    start_rights(&config, cards.as_ref(), device.as_ref(), &mut tasks)?;
-    let updates = start_updater(&config, &mut tasks)?;
+    start_rights(config, cards.as_ref(), device.as_ref(), &mut tasks)?;
+    let updates = start_updater(config, &mut tasks)?;
     start_webadmin(
-        &config,
+        config,
         AdminParts {
-            queue: &queue,
-            keystore: keystore.as_ref(),
+            queue,
+            keystore,
             device: device.as_ref(),
             liste_blanche: liste_blanche.as_ref(),
             annuaire: annuaire.cache.clone(),
@@ -148,7 +149,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &mut tasks,
     )?;
 
-    start_status(&config, &queue, annuaire.api, &mut tasks).await?;
+    start_status(config, queue, annuaire.api, &mut tasks).await?;
     notify_systemd(&mut tasks);
 
     tracing::info!(

@@ -53,11 +53,12 @@ impl Token {
         let pin_file = self.dir.path().join("user.pin");
         std::fs::write(&pin_file, format!("{pin}\n")).expect("pin file");
         std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let demo = passerelle(&self.conf_env(), &["config", "demo"]);
-        assert!(demo.status.success());
+        let demo = succeeded(
+            "config demo",
+            &passerelle(&self.conf_env(), &["config", "demo"]),
+        );
         let config = format!(
-            "{}\n[keystore]\nmodule = {MODULE:?}\ntoken_label = \"appliance\"\npin_file = {:?}\n",
-            String::from_utf8_lossy(&demo.stdout),
+            "{demo}\n[keystore]\nmodule = {MODULE:?}\ntoken_label = \"appliance\"\npin_file = {:?}\n",
             pin_file.display().to_string()
         );
         std::fs::write(&self.conf, config).expect("passerelle.toml");
@@ -93,6 +94,17 @@ fn passerelle(softhsm_conf: &Path, args: &[&str]) -> Output {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stdout of a command that must have succeeded; its stderr otherwise.
+fn succeeded(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(out)
 }
 
 /// The single stderr line of a failed command.
@@ -162,19 +174,16 @@ fn cli_generates_a_key_and_writes_a_csr_that_openssl_verifies() {
         "subject=CN=Authentification MSS,OU=318751275100020,O=CH DE TEST,ST=Paris (75),C=FR"
     );
 
-    let out = token.keystore(&["list"]);
-    assert!(out.status.success());
-    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    let listed = succeeded("list", &token.keystore(&["list"]));
+    assert_eq!(listed.lines().count(), 1, "{listed}");
 }
 
 #[test]
 fn cli_failures_exit_non_zero_with_one_line_naming_what_was_wrong() {
     let token = Token::new();
-    assert!(
-        token
-            .keystore(&["generate", "--label", "k", "--algorithm", "ec-p256"])
-            .status
-            .success()
+    succeeded(
+        "generate",
+        &token.keystore(&["generate", "--label", "k", "--algorithm", "ec-p256"]),
     );
 
     let garbage = token.path("garbage.pem");
