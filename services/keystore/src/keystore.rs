@@ -69,8 +69,9 @@ impl Keystore {
 
     /// Closes the token session and resolves once it is closed; every
     /// handle from this keystore (its `TokenKey`s too) then fails with
-    /// `WorkerGone`. A process calls this before it exits, so that its exit
-    /// never runs the module's destructors while the session is closing.
+    /// `WorkerGone`. A keystore dropped without it keeps its session until
+    /// the process exits: closing it then, from the token thread, could race
+    /// the module's destructors that `exit` runs.
     pub async fn close(&self) {
         self.worker.close().await;
     }

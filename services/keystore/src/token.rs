@@ -63,9 +63,10 @@ impl SignMechanism {
     }
 }
 
-/// A cheap, cloneable handle to the token thread. The thread stops when the
-/// last handle (the `Keystore` and every `TokenKey`) is dropped, or at
-/// [`Worker::close`].
+/// A cheap, cloneable handle to the token thread. The thread stops at
+/// [`Worker::close`], which closes the session, or when the last handle (the
+/// `Keystore` and every `TokenKey`) is dropped, which leaves the session open
+/// until the process ends.
 #[derive(Clone)]
 pub(crate) struct Worker {
     tx: mpsc::Sender<Job>,
@@ -94,18 +95,23 @@ impl Worker {
                 move || match TokenState::open(&thread_module, &thread_token, &pin_file) {
                     Ok(mut state) => {
                         let _ = ready_tx.send(Ok(()));
-                        // Runs until every sender is gone or `close` asked
-                        // to stop; dropping the state closes the session.
+                        // Runs until `close` asks it to stop or every
+                        // sender is gone.
                         while let Ok(job) = rx.recv() {
                             job(&mut state);
                             if state.closed_tx.is_some() {
                                 break;
                             }
                         }
-                        let closed_tx = state.closed_tx.take();
-                        drop(state);
-                        if let Some(closed_tx) = closed_tx {
+                        if let Some(closed_tx) = state.closed_tx.take() {
+                            drop(state);
                             let _ = closed_tx.send(());
+                        } else {
+                            // Every handle is gone without `close`: the process may be
+                            // exiting right now, and closing the session would race the
+                            // module's destructors that `exit` runs. The session is left
+                            // to the process's end (one per keystore opened).
+                            std::mem::forget(state);
                         }
                     }
                     Err(e) => {
@@ -138,9 +144,8 @@ impl Worker {
     /// its session is closed. Later calls through any handle fail with
     /// `WorkerGone`.
     ///
-    /// A process must not exit while the token thread is still inside the
-    /// module: glibc runs the module's destructors from `exit` while the
-    /// thread closes its session, and SoftHSM then deadlocks or crashes.
+    /// A process must not exit while the token thread is inside the module:
+    /// `exit` runs the module's destructors, which may then deadlock or crash.
     pub(crate) async fn close(&self) {
         let (closed_tx, closed_rx) = oneshot::channel();
         let stop: Job = Box::new(move |state| state.closed_tx = Some(closed_tx));
