@@ -219,7 +219,8 @@ async fn ex_3_1_5040_server_speaks_rfc5321_to_real_postfix() -> anyhow::Result<(
         c.smtp_data("Subject: relayed\r\n\r\nvia Postfix\r\n.leading dot\r\n")?;
         Ok(())
     })
-    .await??;
+    .await?
+    .with_context(|| postfix.log_tail(30))?;
     server
         .recorder
         .wait_messages(1, Duration::from_secs(30))
