@@ -13,8 +13,13 @@ use crate::MirrorError;
 pub struct MirrorConfig {
     /// UIDVALIDITY/UID bookkeeping (SQLite).
     pub state_db: PathBuf,
-    /// The local Dovecot's LMTP listener (mail lands in `local_user`'s mailbox).
-    pub lmtp: SocketAddr,
+    /// The local Dovecot's IMAP listener (loopback): mirrored mail is saved into
+    /// `local_user`'s mailboxes with `APPEND`, logged in as Dovecot's master user.
+    pub local_imap: SocketAddr,
+    /// Dovecot's master user (a `master = yes` passdb) the mirror logs in as.
+    pub local_master_user: String,
+    /// Its password, in a 0600 file.
+    pub local_master_password_file: PathBuf,
     /// Trust profile validating the operator's IMAP server (EX_OPE_5010 client profile).
     #[serde(default = "default_profile")]
     pub server_profile: String,
@@ -37,7 +42,7 @@ pub struct MirrorConfig {
     /// UIDs fetched per `UID FETCH` command.
     #[serde(default = "default_batch")]
     pub fetch_batch: u32,
-    /// Parallel LMTP sessions into the local Dovecot.
+    /// Parallel sessions saving into the local Dovecot.
     #[serde(default = "default_inbox_workers")]
     pub inbox_workers: u32,
     pub bals: Vec<BalMirror>,
@@ -57,11 +62,10 @@ pub struct BalMirror {
     /// Connect here instead of resolving `imap_host` (autoconfiguration result, tests).
     #[serde(default)]
     pub imap_addr: Option<SocketAddr>,
-    /// Recipient in the local Dovecot (LMTP `RCPT TO`).
+    /// The local Dovecot user whose mailboxes receive this BAL's mail.
     pub local_user: String,
     /// Folders mirrored; IDLE watches the first one, the others are re-synced at each
-    /// wake-up. Messages of folder `F` other than INBOX go to `local_user+F` (Dovecot's
-    /// `lmtp_save_to_detail_mailbox = yes` files them in `F`).
+    /// wake-up. Folder `F` is mirrored into the local folder `F`, created when missing.
     #[serde(default = "default_folders")]
     pub folders: Vec<String>,
     /// Seed 002, "supprimer les messages traités": expunge from the operator once the
@@ -118,9 +122,19 @@ fn default_folders() -> Vec<String> {
 }
 
 impl MirrorConfig {
-    /// Checks what serde cannot: the IDLE period and the folders.
+    /// Checks what serde cannot: the IDLE period, the names sent to IMAP servers.
     pub fn validate(&self) -> Result<(), MirrorError> {
         let bad = |why: String| Err(MirrorError::Config(why));
+        let plain = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
+        if !plain(&self.local_master_user) {
+            return bad("local_master_user must be a non-empty name".into());
+        }
+        if let Some(b) = self.bals.iter().find(|b| !plain(&b.local_user)) {
+            return bad(format!(
+                "BAL {}: local_user must be a non-empty name",
+                b.bal
+            ));
+        }
         if self.idle_reissue.is_zero() || self.idle_reissue >= Duration::from_secs(14 * 60) {
             return bad(format!(
                 "idle_reissue {:?} must be below 14 min (EX_LPS_1000: the operator cuts after 15 min of inactivity)",
@@ -157,7 +171,9 @@ impl MirrorConfig {
 mod tests {
     use super::*;
 
-    const BASE: &str = "state_db = '/var/lib/passerelle/mirror.db'\nlmtp = '127.0.0.1:24'\n\
+    const BASE: &str = "state_db = '/var/lib/passerelle/mirror.db'\nlocal_imap = '127.0.0.1:143'\n\
+        local_master_user = 'passerelle'\n\
+        local_master_password_file = '/var/lib/passerelle/dovecot-master'\n\
         [[bals]]\nbal = 'jean.dupond@medecin.mssante.fr'\nauth = { method = 'xoauth2' }\n\
         imap_host = 'imap.operateur.mssante.fr'\nlocal_user = 'medecin@cabinet.local'\n";
 
@@ -174,7 +190,7 @@ mod tests {
     #[test]
     fn ex_lps_1000_idle_period_of_15_min_is_refused() {
         let c: MirrorConfig =
-            toml::from_str(&BASE.replace("lmtp =", "idle_reissue = '15m'\nlmtp ="))
+            toml::from_str(&BASE.replace("local_imap =", "idle_reissue = '15m'\nlocal_imap ="))
                 .expect("parses");
         let err = c.validate().expect_err("15 min is the operator's cut");
         assert!(err.to_string().contains("EX_LPS_1000"), "{err}");
@@ -182,7 +198,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let text = BASE.replace("lmtp =", "idle = '1m'\nlmtp =");
+        let text = BASE.replace("local_imap =", "idle = '1m'\nlocal_imap =");
         assert!(toml::from_str::<MirrorConfig>(&text).is_err());
     }
 }

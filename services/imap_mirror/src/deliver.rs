@@ -1,22 +1,27 @@
-//! The inbox worker: leases mirrored messages and delivers them into the local Dovecot by
-//! LMTP; the queue item is acked only after Dovecot's per-recipient `250` (the message is
-//! then durable in the local mailbox), and only then may the operator copy be deleted.
+//! The inbox worker: leases mirrored messages and saves them into the local Dovecot with
+//! IMAP `APPEND` (see `local`); a queue item is acked only after Dovecot's tagged `OK` (the
+//! message is then durable in the local mailbox), and only then may the operator copy be
+//! deleted.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use passerelle_queue::{Leased, NewItem, Queue, RetryHint, SqliteStore};
-use passerelle_smtp::{ClientConfig, Envelope, MailFrom, SmtpClient};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use passerelle_queue::{ItemId, Leased, NewItem, Queue, RetryHint, SqliteStore};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::MirrorDb;
+use crate::local::{Answer, LocalSession, LocalStore};
 
 /// Queue kind of mirrored messages.
 pub const INBOX_KIND: &str = "imap-inbox";
 const LEASE: Duration = Duration::from_secs(300);
 const BATCH: u32 = 32;
+/// Bytes of one `APPEND` command (a chunk holds at least one message).
+const APPEND_BYTES: usize = 8 * 1024 * 1024;
 /// Longest header line of a payload (addresses and a folder name).
 const MAX_HEADER: usize = 2048;
 
@@ -27,7 +32,7 @@ pub(crate) struct Origin {
     pub(crate) folder: String,
     pub(crate) uidvalidity: u32,
     pub(crate) uid: u32,
-    pub(crate) local_rcpt: String,
+    pub(crate) local_user: String,
 }
 
 impl Origin {
@@ -42,7 +47,7 @@ impl Origin {
     pub(crate) fn item(&self, raw: &[u8]) -> NewItem {
         let mut payload = format!(
             "{}\t{}\t{}\t{}\t{}\n",
-            self.bal, self.folder, self.uidvalidity, self.uid, self.local_rcpt
+            self.bal, self.folder, self.uidvalidity, self.uid, self.local_user
         )
         .into_bytes();
         payload.extend_from_slice(raw);
@@ -58,7 +63,7 @@ impl Origin {
             folder: f.next()?.to_owned(),
             uidvalidity: f.next()?.parse().ok()?,
             uid: f.next()?.parse().ok()?,
-            local_rcpt: f.next()?.to_owned(),
+            local_user: f.next()?.to_owned(),
         };
         f.next().is_none().then_some((origin, &payload[nl + 1..]))
     }
@@ -68,14 +73,34 @@ impl Origin {
 pub(crate) struct Deliverer {
     pub(crate) queue: Queue<SqliteStore>,
     pub(crate) db: MirrorDb,
-    pub(crate) lmtp: SocketAddr,
+    pub(crate) local: Arc<LocalStore>,
     pub(crate) work: Arc<Notify>,
     /// BALs with `delete_after_mirror`: their deliveries are recorded (one commit each)
     /// and their session woken to delete upstream. Others skip both.
     pub(crate) delivered: Arc<std::collections::HashMap<String, Arc<Notify>>>,
     /// Applicative BALs: their mail is examined for notices (EX_GBM_4430).
-    pub(crate) app_bals: Arc<std::collections::HashSet<String>>,
+    pub(crate) app_bals: Arc<HashSet<String>>,
     pub(crate) counters: Arc<crate::Counters>,
+}
+
+/// A leased message on its way into one local mailbox.
+struct Pending<'a> {
+    origin: Origin,
+    item: &'a Leased,
+    raw: &'a [u8],
+}
+
+/// Acks under way and the items of the batch already settled (acked, retried or failed).
+#[derive(Default)]
+struct Settling {
+    acks: tokio::task::JoinSet<()>,
+    settled: HashSet<ItemId>,
+}
+
+/// Leased items not settled when the local Dovecot failed: retried by the caller.
+struct Unsettled<'a> {
+    why: String,
+    items: Vec<&'a Leased>,
 }
 
 impl Deliverer {
@@ -106,10 +131,10 @@ impl Deliverer {
             }
             match self.deliver_batch(&leased).await {
                 Ok(()) => failures = 0,
-                Err(why) => {
+                Err(Unsettled { why, items }) => {
                     failures += 1;
-                    tracing::warn!(lmtp = %self.lmtp, why, "local LMTP delivery failed; items retried");
-                    for item in &leased {
+                    tracing::warn!(local = %self.local.addr, why, "delivery into the local Dovecot failed; items retried");
+                    for item in items {
                         let _ = self
                             .queue
                             .retry(
@@ -131,18 +156,10 @@ impl Deliverer {
         }
     }
 
-    /// One LMTP session for the batch; a connection failure retries the undelivered rest.
-    async fn deliver_batch(&self, leased: &[Leased]) -> Result<(), String> {
-        let mut config = ClientConfig::new("passerelle.local");
-        config.lmtp = true;
-        // Loopback to the appliance's own Dovecot: no TLS on that hop.
-        config.require_tls = false;
-        let mut lmtp = SmtpClient::connect(self.lmtp, config)
-            .await
-            .map_err(|e| e.to_string())?;
-        lmtp.ehlo().await.map_err(|e| e.to_string())?;
-        let mut acks = tokio::task::JoinSet::new();
-        for (n, item) in leased.iter().enumerate() {
+    /// The batch grouped by local mailbox, one session per group, one `APPEND` per chunk.
+    async fn deliver_batch<'a>(&self, leased: &'a [Leased]) -> Result<(), Unsettled<'a>> {
+        let mut groups: Vec<Vec<Pending<'a>>> = Vec::new();
+        for item in leased {
             let Some((origin, raw)) = Origin::parse(item.payload()) else {
                 let _ = self
                     .queue
@@ -150,81 +167,150 @@ impl Deliverer {
                     .await;
                 continue;
             };
-            let envelope = Envelope {
-                mail_from: MailFrom {
-                    address: String::new(),
-                    size: None,
-                    eight_bit: true,
-                },
-                recipients: vec![origin.local_rcpt.clone()],
-            };
-            let result = match lmtp.send(&envelope, raw).await {
-                Ok(r) => r,
-                Err(e) => {
-                    // The rest of the batch: leased items are retried by the caller.
-                    for rest in &leased[n..] {
-                        let _ = self
-                            .queue
-                            .retry(
-                                rest,
-                                RetryHint {
-                                    retry_after: Some(Duration::from_secs(1)),
-                                    reason: e.to_string(),
-                                },
-                            )
-                            .await;
-                    }
-                    while acks.join_next().await.is_some() {}
-                    return Ok(());
-                }
-            };
-            let reply = result.recipients.first().map(|r| r.reply.clone());
-            match reply {
-                Some(r) if r.is_positive() => {
-                    if self.app_bals.contains(&origin.bal) {
-                        self.note(&origin, raw).await;
-                    }
-                    self.delivered_locally(&origin, item, &mut acks).await;
-                }
-                Some(r) if r.code >= 500 => {
-                    tracing::error!(bal = %origin.bal, uid = origin.uid, code = r.code, "local mailbox refused a mirrored message");
-                    let _ = self
-                        .queue
-                        .fail_permanent(item, &format!("local LMTP: {r}"))
-                        .await;
-                }
-                other => {
-                    let reason = other.map_or_else(
-                        || "no LMTP reply".to_owned(),
-                        |r| format!("local LMTP: {r}"),
-                    );
-                    let _ = self
-                        .queue
-                        .retry(
-                            item,
-                            RetryHint {
-                                retry_after: None,
-                                reason,
-                            },
-                        )
-                        .await;
-                }
+            let pending = Pending { origin, item, raw };
+            match groups.iter_mut().find(|g| {
+                g[0].origin.local_user == pending.origin.local_user
+                    && g[0].origin.folder == pending.origin.folder
+            }) {
+                Some(group) => group.push(pending),
+                None => groups.push(vec![pending]),
             }
         }
-        let _ = lmtp.quit().await;
-        while acks.join_next().await.is_some() {}
+        let mut settling = Settling::default();
+        let mut result = Ok(());
+        let mut groups = groups.into_iter();
+        for group in groups.by_ref() {
+            if let Err(why) = self.deliver_group(&group, &mut settling).await {
+                result = Err((why, group));
+                break;
+            }
+        }
+        while settling.acks.join_next().await.is_some() {}
+        result.map_err(|(why, failed)| Unsettled {
+            why,
+            items: failed
+                .iter()
+                .filter(|p| !settling.settled.contains(&p.item.id()))
+                .map(|p| p.item)
+                .chain(groups.flatten().map(|p| p.item))
+                .collect(),
+        })
+    }
+
+    /// One local user's mailbox: redeliveries already there are acked without a second
+    /// copy, the rest appended in chunks; a refused chunk is retried one message at a time
+    /// so that one bad message does not hold back the others.
+    async fn deliver_group(
+        &self,
+        group: &[Pending<'_>],
+        settling: &mut Settling,
+    ) -> Result<(), String> {
+        let first = &group[0].origin;
+        let mut session = self
+            .local
+            .session(&first.local_user)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut fresh = Vec::with_capacity(group.len());
+        for p in group {
+            // Leased before: a crash may have come between Dovecot's OK and the ack.
+            if p.item.attempt() > 1
+                && let Some(id) = message_id(p.raw)
+                && session
+                    .holds(&p.origin.folder, &id)
+                    .await
+                    .map_err(|e| e.to_string())?
+            {
+                self.counters
+                    .redeliveries_absorbed
+                    .fetch_add(1, Ordering::SeqCst);
+                tracing::info!(bal = %p.origin.bal, uid = p.origin.uid, "redelivered message already in the local mailbox; not saved twice");
+                self.delivered_locally(p, settling).await;
+                continue;
+            }
+            fresh.push(p);
+        }
+        for chunk in chunks(&fresh) {
+            let answer = self.append(&mut session, &first.folder, chunk).await?;
+            if answer == Answer::Ok {
+                for p in chunk {
+                    self.delivered_locally(p, settling).await;
+                }
+                continue;
+            }
+            for p in chunk {
+                let answer = if chunk.len() == 1 {
+                    answer.clone()
+                } else {
+                    self.append(&mut session, &first.folder, &[p]).await?
+                };
+                self.settle_one(p, &answer, settling).await;
+            }
+        }
+        session.logout().await;
         Ok(())
     }
 
-    /// Durable locally: record it where deletion depends on it, then ack. The ack commits
-    /// while the next message goes over LMTP, and shares the queue's group commit with the
-    /// other workers' acks; the caller waits for `acks` before its batch ends.
-    async fn delivered_locally(
+    /// `APPEND`, creating the folder once if Dovecot says it does not exist.
+    async fn append(
         &self,
-        origin: &Origin,
-        item: &Leased,
-        acks: &mut tokio::task::JoinSet<()>,
-    ) {
+        session: &mut LocalSession,
+        folder: &str,
+        chunk: &[&Pending<'_>],
+    ) -> Result<Answer, String> {
+        let raws: Vec<&[u8]> = chunk.iter().map(|p| p.raw).collect();
+        let answer = session
+            .append(folder, &raws)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !answer.code_is("TRYCREATE") {
+            return Ok(answer);
+        }
+        let created = session.create(folder).await.map_err(|e| e.to_string())?;
+        if created != Answer::Ok {
+            return Ok(created);
+        }
+        session
+            .append(folder, &raws)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn settle_one(&self, p: &Pending<'_>, answer: &Answer, settling: &mut Settling) {
+        if *answer == Answer::Ok {
+            self.delivered_locally(p, settling).await;
+        } else if answer.is_temporary() {
+            let _ = self
+                .queue
+                .retry(
+                    p.item,
+                    RetryHint {
+                        retry_after: None,
+                        reason: format!("local IMAP: {answer}"),
+                    },
+                )
+                .await;
+            settling.settled.insert(p.item.id());
+        } else {
+            tracing::error!(bal = %p.origin.bal, uid = p.origin.uid, %answer, "local mailbox refused a mirrored message");
+            let _ = self
+                .queue
+                .fail_permanent(p.item, &format!("local IMAP: {answer}"))
+                .await;
+            settling.settled.insert(p.item.id());
+        }
+    }
+
+    /// Durable locally: record it where deletion depends on it, then ack. The acks of a
+    /// batch commit together with the other workers' (the queue's group commit); the
+    /// caller waits for `acks` before its batch ends.
+    async fn delivered_locally(&self, p: &Pending<'_>, settling: &mut Settling) {
+        let origin = &p.origin;
+        if self.app_bals.contains(&origin.bal) {
+            self.note(origin, p.raw).await;
+        }
+        settling.settled.insert(p.item.id());
+        self.counters.delivered.fetch_add(1, Ordering::SeqCst);
         let deleting = self.delivered.get(&origin.bal);
         if deleting.is_some()
             && let Err(e) = self
@@ -240,8 +326,8 @@ impl Deliverer {
         {
             tracing::error!(error = %e, "mirror state update failed");
         }
-        let (queue, item, deleting) = (self.queue.clone(), item.clone(), deleting.cloned());
-        acks.spawn(async move {
+        let (queue, item, deleting) = (self.queue.clone(), p.item.clone(), deleting.cloned());
+        settling.acks.spawn(async move {
             if let Err(e) = queue.ack(&item).await {
                 tracing::error!(error = %e, item = %item.id(), "inbox ack failed; it will be delivered again");
             }
@@ -260,9 +346,7 @@ impl Deliverer {
         };
         match self.db.record_notice(origin, &notice).await {
             Ok(true) => {
-                self.counters
-                    .notices
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.counters.notices.fetch_add(1, Ordering::SeqCst);
                 tracing::warn!(
                     requirement = "EX_GBM_4430",
                     bal = %origin.bal,
@@ -275,5 +359,178 @@ impl Deliverer {
                 tracing::error!(error = %e, requirement = "EX_GBM_4430", "recording a notice failed");
             }
         }
+    }
+}
+
+/// Consecutive chunks of at most [`APPEND_BYTES`] (a larger message alone).
+fn chunks<'p, 'a>(pending: &'p [&'p Pending<'a>]) -> impl Iterator<Item = &'p [&'p Pending<'a>]> {
+    let mut rest = pending;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|p| {
+                bytes += p.raw.len();
+                bytes <= APPEND_BYTES
+            })
+            .count()
+            .max(1);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// The `Message-ID` of a message, when it has a plain one (searchable as a quoted string).
+fn message_id(raw: &[u8]) -> Option<String> {
+    let headers = mail_parser::MessageParser::default().parse_headers(raw)?;
+    let id = headers.message_id()?;
+    (id.is_ascii() && !id.chars().any(|c| c.is_ascii_control())).then(|| format!("<{id}>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use passerelle_harness::Dovecot;
+    use passerelle_queue::{Leased, Queue, QueueConfig};
+    use zeroize::Zeroizing;
+
+    use super::{Deliverer, INBOX_KIND, LocalStore, Origin};
+    use crate::db::MirrorDb;
+
+    const LOCAL: &str = "medecin@cabinet.local";
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        local: Dovecot,
+        deliverer: Deliverer,
+    }
+
+    async fn rig() -> anyhow::Result<Rig> {
+        let dir = tempfile::tempdir()?;
+        let local = Dovecot::builder()
+            .user(LOCAL, "local-password")
+            .master_user("passerelle", "maitre")
+            .start()?;
+        let deliverer = Deliverer {
+            queue: Queue::open_sqlite(dir.path().join("inbox"), QueueConfig::default()).await?,
+            db: MirrorDb::open(&dir.path().join("mirror.db")).await?,
+            local: Arc::new(LocalStore {
+                addr: local.imap_addr(),
+                master_user: "passerelle".to_owned(),
+                master_password: Zeroizing::new("maitre".to_owned()),
+                timeout: Duration::from_secs(10),
+            }),
+            work: Arc::default(),
+            delivered: Arc::default(),
+            app_bals: Arc::default(),
+            counters: Arc::default(),
+        };
+        Ok(Rig {
+            _dir: dir,
+            local,
+            deliverer,
+        })
+    }
+
+    fn origin(folder: &str, uid: u32) -> Origin {
+        Origin {
+            bal: "jean.dupond@medecin.mssante.fr".to_owned(),
+            folder: folder.to_owned(),
+            uidvalidity: 1,
+            uid,
+            local_user: LOCAL.to_owned(),
+        }
+    }
+
+    fn message(n: u32) -> Vec<u8> {
+        format!(
+            "From: <secretariat@clinique.mssante.fr>\r\nSubject: compte rendu {n}\r\n\
+             Message-ID: <cr-{n}@clinique.mssante.fr>\r\n\r\nCompte rendu {n}.\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// Leases every due inbox item, polling until `want` are due (a lease given up by a
+    /// crashed worker comes back once it expires).
+    async fn lease(rig: &Rig, want: usize) -> anyhow::Result<Vec<Leased>> {
+        let start = Instant::now();
+        let mut leased = Vec::new();
+        while leased.len() < want {
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "items not due");
+            leased.extend(
+                rig.deliverer
+                    .queue
+                    .lease(INBOX_KIND, 32, Duration::from_secs(60))
+                    .await?,
+            );
+            tokio::task::yield_now().await;
+        }
+        Ok(leased)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redelivery_after_a_crash_between_dovecots_ok_and_the_ack_is_not_saved_twice()
+    -> anyhow::Result<()> {
+        let rig = rig().await?;
+        let queue = &rig.deliverer.queue;
+        for uid in [1, 2] {
+            queue
+                .enqueue(origin("INBOX", uid).item(&message(uid)))
+                .await?;
+        }
+        // A worker leases both, saves the first, and dies before any ack: its lease lapses.
+        let crashed = queue
+            .lease(INBOX_KIND, 32, Duration::from_millis(1))
+            .await?;
+        anyhow::ensure!(crashed.len() == 2);
+        let mut session = rig.deliverer.local.session(LOCAL).await?;
+        anyhow::ensure!(session.append("INBOX", &[&message(1)]).await? == super::Answer::Ok);
+        session.logout().await;
+
+        let again = lease(&rig, 2).await?;
+        anyhow::ensure!(again.iter().all(|l| l.attempt() == 2));
+        if rig.deliverer.deliver_batch(&again).await.is_err() {
+            anyhow::bail!("delivery failed: {}", rig.local.log_tail(20));
+        }
+        let counters = &rig.deliverer.counters;
+        anyhow::ensure!(
+            counters.redeliveries_absorbed() == 1 && counters.delivered() == 2,
+            "absorbed {} delivered {}",
+            counters.redeliveries_absorbed(),
+            counters.delivered()
+        );
+        // One copy of each, and nothing left to deliver.
+        anyhow::ensure!(rig.local.inbox_count(LOCAL)? == 2);
+        anyhow::ensure!(queue.next_due(INBOX_KIND).await?.is_none());
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_folder_is_created_on_first_use_under_its_modified_utf7_name() -> anyhow::Result<()> {
+        let rig = rig().await?;
+        for uid in [1, 2, 3] {
+            rig.deliverer
+                .queue
+                .enqueue(origin("Envoyés", uid).item(&message(uid)))
+                .await?;
+        }
+        let leased = lease(&rig, 3).await?;
+        if rig.deliverer.deliver_batch(&leased).await.is_err() {
+            anyhow::bail!("delivery failed: {}", rig.local.log_tail(20));
+        }
+        let folder = rig.local.maildir(LOCAL).join(".Envoy&AOk-s");
+        let mut saved = 0;
+        for sub in ["new", "cur"] {
+            saved += std::fs::read_dir(folder.join(sub))?.count();
+        }
+        anyhow::ensure!(saved == 3, "{saved} messages in {}", folder.display());
+        anyhow::ensure!(rig.local.inbox_count(LOCAL)? == 0);
+        Ok(())
     }
 }

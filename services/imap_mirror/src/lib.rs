@@ -4,11 +4,12 @@
 //! read, also offline.
 //!
 //! The straight line, per message: `UID FETCH BODY.PEEK[]` → **durable enqueue** in the
-//! inbox queue (idempotency key BAL/folder/UIDVALIDITY/UID) → LMTP into the local Dovecot →
-//! `250` → the queue item is acked → only then, if `delete_after_mirror`, `UID STORE
-//! \Deleted` + (`UID`) `EXPUNGE` on the operator (seed 002). A crash anywhere re-fetches or
-//! re-delivers; the key absorbs re-fetches, and the only possible duplicate is a crash
-//! between Dovecot's `250` and the ack (as for every queue consumer).
+//! inbox queue (idempotency key BAL/folder/UIDVALIDITY/UID) → IMAP `APPEND` of a batch into
+//! the local Dovecot (one transaction, `local`) → tagged `OK` → the queue items are acked →
+//! only then, if `delete_after_mirror`, `UID STORE \Deleted` + (`UID`) `EXPUNGE` on the
+//! operator (seed 002). A crash anywhere re-fetches or re-delivers; the key absorbs
+//! re-fetches, and a redelivery after a crash between Dovecot's `OK` and the ack is looked
+//! up by Message-ID in the local folder first, so it is not saved twice.
 //!
 //! Bookkeeping (`state_db`): per folder the UIDVALIDITY and highest mirrored UID; per
 //! message its SHA-256 and state. A UIDVALIDITY change re-mirrors the folder and matches
@@ -26,6 +27,7 @@ mod config;
 mod db;
 mod deliver;
 mod error;
+mod local;
 mod session;
 
 use std::collections::HashMap;
@@ -61,6 +63,11 @@ pub struct Counters {
     pub idle_reissued: AtomicU64,
     /// Mailbox-full and out-of-office notices recorded for applicative BALs (EX_GBM_4430).
     pub notices: AtomicU64,
+    /// Messages saved into the local mailboxes (durable there).
+    pub delivered: AtomicU64,
+    /// Redeliveries found already in the local mailbox (a crash between Dovecot's `OK`
+    /// and the ack) and not saved twice.
+    pub redeliveries_absorbed: AtomicU64,
 }
 
 impl Counters {
@@ -75,6 +82,12 @@ impl Counters {
     }
     pub fn notices(&self) -> u64 {
         self.notices.load(Ordering::SeqCst)
+    }
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::SeqCst)
+    }
+    pub fn redeliveries_absorbed(&self) -> u64 {
+        self.redeliveries_absorbed.load(Ordering::SeqCst)
     }
 }
 
@@ -181,17 +194,23 @@ pub async fn run_mirror(
         };
         tasks.spawn(task.run(shutdown.clone()));
     }
+    let local = local::LocalStore {
+        addr: config.local_imap,
+        master_user: config.local_master_user.clone(),
+        master_password: read_password(&config.local_master_password_file)?,
+        timeout: config.timeout,
+    };
     let inbox_worker = deliver::Deliverer {
         queue,
         db,
-        lmtp: config.lmtp,
+        local: Arc::new(local),
         work,
         delivered: Arc::new(wake_on_delivery),
         app_bals: Arc::new(app_bals),
         counters: Arc::clone(&counters),
     };
-    // Several LMTP sessions in parallel: each local delivery waits for Dovecot's fsync,
-    // and those of different sessions overlap.
+    // Several sessions in parallel: each APPEND waits for Dovecot's sync, and those of
+    // different sessions overlap.
     for _ in 1..config.inbox_workers {
         tasks.spawn(inbox_worker.clone().run(shutdown.clone()));
     }

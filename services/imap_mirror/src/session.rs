@@ -26,6 +26,7 @@ use crate::MirrorError;
 use crate::config::{BalAuth, BalMirror, MirrorConfig};
 use crate::db::{FolderState, MirrorDb};
 use crate::deliver::Origin;
+use crate::local::mailbox_name;
 
 type Session = async_imap::Session<Tls>;
 
@@ -175,7 +176,10 @@ impl BalTask {
             if self.bal.folders.len() > 1 {
                 let first = &self.bal.folders[0];
                 self.timed("SELECT", async {
-                    session.select(first).await.map_err(self.err("SELECT"))
+                    session
+                        .select(mailbox_name(first))
+                        .await
+                        .map_err(self.err("SELECT"))
                 })
                 .await?;
             }
@@ -249,7 +253,10 @@ impl BalTask {
         let bal = &self.bal.bal;
         let mailbox = self
             .timed("SELECT", async {
-                session.select(folder).await.map_err(self.err("SELECT"))
+                session
+                    .select(mailbox_name(folder))
+                    .await
+                    .map_err(self.err("SELECT"))
             })
             .await?;
         let uidvalidity = mailbox
@@ -381,14 +388,7 @@ impl BalTask {
             folder: folder.to_owned(),
             uidvalidity: state.uidvalidity,
             uid,
-            local_rcpt: if folder.eq_ignore_ascii_case("INBOX") {
-                self.bal.local_user.clone()
-            } else {
-                match self.bal.local_user.split_once('@') {
-                    Some((l, d)) => format!("{l}+{folder}@{d}"),
-                    None => format!("{}+{folder}", self.bal.local_user),
-                }
-            },
+            local_user: self.bal.local_user.clone(),
         };
         // Row first (the worker marks it delivered), then the durable enqueue; a crash in
         // between leaves last_uid behind, so the UID is fetched and enqueued again.

@@ -1,6 +1,7 @@
 //! The mirror against real peers: a harness Dovecot as the operator's IMAP front
 //! (STARTTLS, XOAUTH2 introspected at the fake PSC), the fault proxy between, a second
-//! Dovecot as the appliance's local mailbox (LMTP in, counted in its maildir).
+//! Dovecot as the appliance's local mailbox (IMAP APPEND in as its master user, counted in
+//! its maildir).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,12 +20,29 @@ use tokio_util::sync::CancellationToken;
 const BAL: &str = "jean.dupond@medecin.mssante.fr";
 const LOCAL: &str = "medecin@cabinet.local";
 
+/// The appliance's local Dovecot with the mirror's master user, and the `[mirror]` lines
+/// that reach it.
+fn local_store(dir: &std::path::Path) -> anyhow::Result<(Dovecot, String)> {
+    let local = Dovecot::builder()
+        .user(LOCAL, "local-password")
+        .master_user("passerelle", "mot-de-passe-maitre")
+        .start()?;
+    let password = secret_file(dir, "dovecot-master", "mot-de-passe-maitre")?;
+    let lines = format!(
+        "local_imap = '{}'\nlocal_master_user = 'passerelle'\nlocal_master_password_file = '{}'\n",
+        local.imap_addr(),
+        password.display()
+    );
+    Ok((local, lines))
+}
+
 struct World {
     env: TestEnv,
     fake: FakePsc,
     psc: Psc,
     operator: Dovecot,
     local: Dovecot,
+    local_lines: String,
     proxy: FaultProxy,
 }
 
@@ -61,7 +79,7 @@ async fn world() -> anyhow::Result<World> {
         .user(BAL, "unused-password")
         .extra_config(env.dovecot_oauth2(&fake)?)
         .start()?;
-    let local = Dovecot::builder().user(LOCAL, "local-password").start()?;
+    let (local, local_lines) = local_store(env.dir.path())?;
     let proxy = FaultProxy::start(operator.imap_addr()).await?;
     Ok(World {
         env,
@@ -69,17 +87,18 @@ async fn world() -> anyhow::Result<World> {
         psc,
         operator,
         local,
+        local_lines,
         proxy,
     })
 }
 
 fn mirror_config(w: &World, idle: Duration, delete: bool) -> anyhow::Result<MirrorConfig> {
     let text = format!(
-        "state_db = '{}'\nlmtp = '{}'\nidle_reissue = '{}ms'\nreconnect_min = '100ms'\nreconnect_max = '1s'\ntimeout = '10s'\n\
+        "state_db = '{}'\n{}idle_reissue = '{}ms'\nreconnect_min = '100ms'\nreconnect_max = '1s'\ntimeout = '10s'\n\
          [[bals]]\nbal = '{BAL}'\nauth = {{ method = 'xoauth2' }}\nimap_host = '{OPERATOR_NAME}'\nimap_addr = '{}'\n\
          local_user = '{LOCAL}'\ndelete_after_mirror = {delete}\n",
         w.env.dir.path().join("mirror.db").display(),
-        w.local.lmtp_addr(),
+        w.local_lines,
         idle.as_millis(),
         w.proxy.local_addr(),
     );
@@ -452,14 +471,13 @@ async fn app_world() -> anyhow::Result<AppWorld> {
         .extra_config("auth_ssl_username_from_cert = no")
         .user(APP_BAL, "mot-de-passe-operateur")
         .start()?;
-    let local = Dovecot::builder().user(LOCAL, "local-password").start()?;
+    let (local, local_lines) = local_store(env.dir.path())?;
     let password = secret_file(env.dir.path(), "app.password", "mot-de-passe-operateur")?;
     let config: MirrorConfig = toml::from_str(&format!(
-        "state_db = '{}'\nlmtp = '{}'\nreconnect_min = '100ms'\n\
+        "state_db = '{}'\n{local_lines}reconnect_min = '100ms'\n\
          [[bals]]\nbal = '{APP_BAL}'\nimap_host = '{OPERATOR_NAME}'\nimap_addr = '{}'\nlocal_user = '{LOCAL}'\n\
          auth = {{ method = 'certificate', key_label = 'org-auth-cli', password_file = '{}' }}\n",
         env.dir.path().join("mirror.db").display(),
-        local.lmtp_addr(),
         operator.imap_addr(),
         password.display(),
     ))?;

@@ -24,6 +24,8 @@ pub struct DovecotBuilder {
     pop3: bool,
     tls: Option<TlsFiles>,
     client_cert_auth: bool,
+    master: Option<(String, String)>,
+    mdbox: bool,
     extra: Vec<String>,
 }
 
@@ -56,6 +58,22 @@ impl DovecotBuilder {
     #[must_use]
     pub fn client_cert_auth(mut self, on: bool) -> Self {
         self.client_cert_auth = on;
+        self
+    }
+
+    /// A master user (Dovecot's `master = yes` passdb): it logs in as any user with SASL
+    /// PLAIN, the user as authorization identity, or as `user*master` with LOGIN.
+    #[must_use]
+    pub fn master_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.master = Some((name.into(), password.into()));
+        self
+    }
+
+    /// Mailboxes in Dovecot's multi-dbox format instead of maildirs (counted with
+    /// `doveadm`).
+    #[must_use]
+    pub fn mdbox(mut self, on: bool) -> Self {
+        self.mdbox = on;
         self
     }
 
@@ -102,7 +120,21 @@ impl DovecotBuilder {
             let _ = writeln!(users, "{name}:{{PLAIN}}{password}::::::");
         }
         let users_file = dir.write("users", &users)?;
-        let conf = self.config(&dir, &mail, &users_file, imap, lmtp, pop3, imaps);
+        let mut conf = self.config(&dir, &mail, &users_file, imap, lmtp, pop3, imaps);
+        if let Some((name, password)) = &self.master {
+            let masters = dir.write("master-users", &format!("{name}:{{PLAIN}}{password}\n"))?;
+            let _ = write!(
+                conf,
+                "auth_master_user_separator = *
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {}
+  master = yes
+}}
+",
+                masters.display()
+            );
+        }
         let conf_path = dir.write("dovecot.conf", &conf)?;
 
         let mut process = PeerProcess::spawn(
@@ -120,6 +152,7 @@ impl DovecotBuilder {
             process,
             mail,
             conf_path,
+            mdbox: self.mdbox,
             imap: loopback(imap),
             lmtp: loopback(lmtp),
             pop3: pop3.map(loopback),
@@ -159,7 +192,7 @@ disable_plaintext_auth = no
 first_valid_uid = 1
 mail_uid = {MAIL_USER}
 mail_gid = {MAIL_USER}
-mail_location = maildir:{mail}/%u
+mail_location = {format}:{mail}/%u
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {users}
@@ -187,6 +220,7 @@ service lmtp {{
 }}
 ",
             imaps = imaps.unwrap_or(0),
+            format = if self.mdbox { "mdbox" } else { "maildir" },
         );
         if let Some(port) = pop3 {
             let _ = write!(
@@ -259,6 +293,7 @@ pub struct Dovecot {
     process: PeerProcess,
     mail: PathBuf,
     conf_path: PathBuf,
+    mdbox: bool,
     imap: SocketAddr,
     lmtp: SocketAddr,
     pop3: Option<SocketAddr>,
@@ -313,9 +348,12 @@ impl Dovecot {
         self.mail.join(user)
     }
 
-    /// Messages in `user`'s INBOX, counted in the maildir (new + cur); 0 before the first
-    /// delivery created it.
+    /// Messages in `user`'s INBOX, counted in the maildir (new + cur) or asked of `doveadm`
+    /// (mdbox); 0 before the first delivery created it.
     pub fn inbox_count(&self, user: &str) -> Result<usize> {
+        if self.mdbox {
+            return self.doveadm_inbox_count(user);
+        }
         let mut n = 0;
         for sub in ["new", "cur"] {
             let path = self.maildir(user).join(sub);
@@ -332,6 +370,32 @@ impl Dovecot {
             }
         }
         Ok(n)
+    }
+
+    fn doveadm_inbox_count(&self, user: &str) -> Result<usize> {
+        let step = format!("doveadm mailbox status of {user}");
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(&self.conf_path)
+            .args([
+                "-f", "flow", "mailbox", "status", "-u", user, "messages", "INBOX",
+            ])
+            .output()
+            .map_err(|e| HarnessError::io(PEER, step.clone(), e))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            // No delivery yet: the INBOX does not exist.
+            if stderr.contains("doesn't exist") {
+                return Ok(0);
+            }
+            return Err(HarnessError::protocol(PEER, step, stderr.trim().to_owned()));
+        }
+        // `INBOX messages=N` (the flow formatter names the mailbox first).
+        text.split_whitespace()
+            .find_map(|field| field.strip_prefix("messages="))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| HarnessError::protocol(PEER, step, format!("answer {text:?}")))
     }
 
     /// Waits (polling the maildir, bounded by `timeout`) until `user`'s INBOX holds at least
