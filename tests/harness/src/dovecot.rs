@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::lineclient::LineClient;
 use crate::process::{
-    chown_to, free_port, loopback, probe_banner, require_binary, PeerDir, PeerProcess,
+    chown_to, free_ports, loopback, probe_banner, require_binary, PeerDir, PeerProcess,
     PORT_ATTEMPTS,
 };
 use crate::{HarnessError, Result, TlsFiles};
@@ -109,10 +109,9 @@ impl DovecotBuilder {
         let dir = PeerDir::new(PEER)?;
         let mail = dir.mkdir("mail")?;
         chown_to(PEER, &mail, MAIL_USER)?;
-        let imap = free_port(PEER)?;
-        let lmtp = free_port(PEER)?;
-        let pop3 = self.pop3.then(|| free_port(PEER)).transpose()?;
-        let imaps = self.tls.is_some().then(|| free_port(PEER)).transpose()?;
+        let [imap, lmtp, pop3, imaps] = free_ports(PEER)?;
+        let pop3 = self.pop3.then_some(pop3);
+        let imaps = self.tls.is_some().then_some(imaps);
 
         let mut users = String::new();
         for (name, password) in &self.users {

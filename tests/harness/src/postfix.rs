@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::process::{
-    chown_to, free_port, loopback, probe_banner, require_binary, run, PeerDir, PeerProcess,
+    chown_to, free_ports, loopback, probe_banner, require_binary, run, PeerDir, PeerProcess,
     PORT_ATTEMPTS,
 };
 use crate::{HarnessError, Result, TlsFiles};
@@ -139,7 +139,7 @@ impl PostfixBuilder {
         // master.lock lives here and master runs its lock as the postfix user.
         let data = dir.mkdir("data")?;
         chown_to(PEER, &data, "postfix")?;
-        let port = free_port(PEER)?;
+        let [port] = free_ports(PEER)?;
 
         let main_cf = self.main_cf_text(&dir, port)?;
         dir.write("conf/main.cf", &main_cf)?;
@@ -283,7 +283,56 @@ smtpd_recipient_restrictions = permit_tls_clientcerts, reject
             c.push_str(line);
             c.push('\n');
         }
-        Ok(c)
+        Ok(last_entry_wins(&c))
+    }
+}
+
+/// main.cf with only the last entry of each parameter. Postfix would take the last one
+/// too, but every process warns about each overridden entry through the postlog socket at
+/// start; with a dozen such warnings queued before postlogd reads, postlogd blocked sending
+/// its own warning to that full socket, and then every process that logs (smtpd before its
+/// banner) blocked on it: a Postfix that never greets.
+fn last_entry_wins(main_cf: &str) -> String {
+    // Entries with their continuation lines (those starting with white space).
+    let mut entries: Vec<(Option<&str>, String)> = Vec::new();
+    for line in main_cf.lines() {
+        match entries.last_mut() {
+            Some((Some(_), text)) if line.starts_with([' ', '\t']) => {
+                text.push('\n');
+                text.push_str(line);
+            }
+            _ => {
+                let key = line
+                    .split_once('=')
+                    .map(|(k, _)| k.trim())
+                    .filter(|k| !k.is_empty() && !line.trim_start().starts_with('#'));
+                entries.push((key, line.to_owned()));
+            }
+        }
+    }
+    let mut out = String::with_capacity(main_cf.len());
+    for (n, (key, text)) in entries.iter().enumerate() {
+        let overridden =
+            key.is_some_and(|k| entries[n + 1..].iter().any(|(later, _)| *later == Some(k)));
+        if !overridden {
+            out.push_str(text);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_entry_wins;
+
+    #[test]
+    fn a_later_main_cf_entry_replaces_the_earlier_one_with_its_continuation_lines() {
+        let cf = "# a = comment\nmynetworks = 127.0.0.2/32\nrelay = x,\n    y\nmynetworks = 127.0.0.0/8\nrelay = z\n";
+        assert_eq!(
+            last_entry_wins(cf),
+            "# a = comment\nmynetworks = 127.0.0.0/8\nrelay = z\n"
+        );
     }
 }
 

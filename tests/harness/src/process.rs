@@ -244,13 +244,23 @@ pub(crate) fn require_binary(
         })
 }
 
-/// A currently free TCP port on 127.0.0.1. The peer binds it later, so another process may
-/// win the race: callers retry on "address in use" (see [`PORT_ATTEMPTS`]).
-pub(crate) fn free_port(peer: &'static str) -> Result<u16> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| HarnessError::io(peer, "pick an ephemeral port", e))
+/// `N` distinct free TCP ports on 127.0.0.1, all held open until every one is picked (a
+/// port released and picked again made Dovecot refuse its config: "duplicate listener").
+/// The peer binds them later, so another process may win the race: callers retry on
+/// "address in use" (see [`PORT_ATTEMPTS`]).
+pub(crate) fn free_ports<const N: usize>(peer: &'static str) -> Result<[u16; N]> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| HarnessError::io(peer, "pick an ephemeral port", e))?;
+        *port = listener
+            .local_addr()
+            .map_err(|e| HarnessError::io(peer, "pick an ephemeral port", e))?
+            .port();
+        held.push(listener);
+    }
+    Ok(ports)
 }
 
 pub(crate) fn loopback(port: u16) -> SocketAddr {

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::process::{
-    free_port, loopback, require_binary, run, PeerDir, PeerProcess, PORT_ATTEMPTS,
+    free_ports, loopback, require_binary, run, PeerDir, PeerProcess, PORT_ATTEMPTS,
 };
 use crate::{HarnessError, Result};
 
@@ -128,7 +128,7 @@ directory {base}/db
             )?;
         }
 
-        let port = free_port(PEER)?;
+        let [port] = free_ports(PEER)?;
         let url = format!("ldap://127.0.0.1:{port}/");
         // -d 256 (stats) keeps slapd in the foreground and logs each operation.
         let mut process = PeerProcess::spawn(
