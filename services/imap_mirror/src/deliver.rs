@@ -3,11 +3,10 @@
 //! message is then durable in the local mailbox), and only then may the operator copy be
 //! deleted.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use passerelle_queue::{ItemId, Leased, NewItem, Queue, RetryHint, SqliteStore};
 use tokio::sync::Notify;
@@ -211,24 +210,35 @@ impl Deliverer {
             .session(&first.local_user)
             .await
             .map_err(|e| e.to_string())?;
+        // Leased before: a crash may have come between Dovecot's OK and the ack. Those
+        // already in the folder are looked up together, in one EXAMINE of it.
+        let retried: Vec<(usize, String)> = group
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.item.attempt() > 1)
+            .filter_map(|(n, p)| message_id(p.raw).map(|id| (n, id)))
+            .collect();
+        let ids: Vec<&str> = retried.iter().map(|(_, id)| id.as_str()).collect();
+        let held = session
+            .holds(&first.folder, &ids)
+            .await
+            .map_err(|e| e.to_string())?;
+        let already: HashSet<usize> = retried
+            .iter()
+            .zip(held)
+            .filter_map(|((n, _), held)| held.then_some(*n))
+            .collect();
         let mut fresh = Vec::with_capacity(group.len());
-        for p in group {
-            // Leased before: a crash may have come between Dovecot's OK and the ack.
-            if p.item.attempt() > 1
-                && let Some(id) = message_id(p.raw)
-                && session
-                    .holds(&p.origin.folder, &id)
-                    .await
-                    .map_err(|e| e.to_string())?
-            {
+        for (n, p) in group.iter().enumerate() {
+            if already.contains(&n) {
                 self.counters
                     .redeliveries_absorbed
                     .fetch_add(1, Ordering::SeqCst);
                 tracing::info!(bal = %p.origin.bal, uid = p.origin.uid, "redelivered message already in the local mailbox; not saved twice");
                 self.delivered_locally(p, settling).await;
-                continue;
+            } else {
+                fresh.push(p);
             }
-            fresh.push(p);
         }
         for chunk in chunks(&fresh) {
             let answer = self.append(&mut session, &first.folder, chunk).await?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use passerelle_imap_starttls::printable;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
@@ -171,28 +172,36 @@ impl LocalSession {
         Ok(answer)
     }
 
-    /// Whether `mailbox` already holds a message with this `Message-ID` (a redelivery
-    /// after a crash between Dovecot's `OK` and the queue's ack). `false` when the
-    /// mailbox does not exist yet.
+    /// For each `Message-ID`, whether `mailbox` already holds a message with it (a
+    /// redelivery after a crash between Dovecot's `OK` and the queue's ack): one `EXAMINE`,
+    /// one `SEARCH` each. All `false` when the mailbox does not exist yet.
     pub(crate) async fn holds(
         &mut self,
         mailbox: &str,
-        message_id: &str,
-    ) -> Result<bool, LocalError> {
+        message_ids: &[&str],
+    ) -> Result<Vec<bool>, LocalError> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let command = format!("EXAMINE {}", quote(&mailbox_name(mailbox)));
         let (answer, _) = self.command("EXAMINE", &command).await?;
         if answer != Answer::Ok {
-            return Ok(false);
+            return Ok(vec![false; message_ids.len()]);
         }
-        let command = format!("UID SEARCH HEADER Message-ID {}", quote(message_id));
-        let (answer, untagged) = self.command("SEARCH", &command).await?;
-        let found = answer == Answer::Ok
-            && untagged.iter().any(|l| {
-                l.strip_prefix("* SEARCH")
-                    .is_some_and(|uids| !uids.trim().is_empty())
-            });
+        let mut held = Vec::with_capacity(message_ids.len());
+        for id in message_ids {
+            let command = format!("UID SEARCH HEADER Message-ID {}", quote(id));
+            let (answer, untagged) = self.command("SEARCH", &command).await?;
+            held.push(
+                answer == Answer::Ok
+                    && untagged.iter().any(|l| {
+                        l.strip_prefix("* SEARCH")
+                            .is_some_and(|uids| !uids.trim().is_empty())
+                    }),
+            );
+        }
         self.command("UNSELECT", "UNSELECT").await?;
-        Ok(found)
+        Ok(held)
     }
 
     pub(crate) async fn logout(mut self) {
@@ -374,14 +383,6 @@ const MUTF7: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::ne
     &base64::alphabet::IMAP_MUTF7,
     base64::engine::general_purpose::NO_PAD,
 );
-
-/// Server text made printable and cut short, for logs and queue reasons.
-fn printable(line: &str) -> String {
-    line.chars()
-        .take(200)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
 
 #[cfg(test)]
 mod tests {

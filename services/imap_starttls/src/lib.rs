@@ -91,7 +91,7 @@ async fn read_line(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
 }
 
 /// Server text for an error message: no control characters, at most 200 characters.
-fn printable(line: &str) -> String {
+pub fn printable(line: &str) -> String {
     line.chars().take(200).filter(|c| !c.is_control()).collect()
 }
 
